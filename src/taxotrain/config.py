@@ -1,0 +1,328 @@
+"""The run configuration: a pydantic schema, read from YAML and patched with dotted ``key=value`` overrides.
+
+Precedence is schema defaults <- YAML file <- ``--params`` file <- command-line overrides. The resolved config is
+validated once, here, and every error is turned into one line that names the key and what it accepts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config problem that the user can fix; the message is a single line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(_Section):
+    dir: str = Field("runs/default", description="run folder: config, checkpoints, metrics and reports go here")
+    seed: int = Field(0, description="seed for weights, shuffling, augmentation and DataLoader workers")
+    name: str | None = Field(None, description="name shown in MLflow/TensorBoard; defaults to the run folder's name")
+
+
+class AugmentConfig(_Section):
+    hflip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    vflip: float = Field(0.5, ge=0, le=1, description="probability of a vertical flip")
+    rot90: bool = Field(True, description="rotate by a random multiple of 90 degrees (orientation-free organisms)")
+    rotate_degrees: float = Field(0.0, ge=0, le=180, description="extra random rotation in +-degrees (0 = off)")
+    policy: Literal["none", "randaugment", "trivialaugment"] = Field(
+        "none", description="automatic augmentation policy from torchvision"
+    )
+    magnitude: int = Field(9, ge=0, le=30, description="RandAugment magnitude (0-30)")
+    random_erasing: float = Field(0.0, ge=0, le=1, description="probability of random erasing (after normalising)")
+
+
+class DataConfig(_Section):
+    store: str | None = Field(None, description="HDF5 store written by `taxotrain prepare` (required for fit)")
+    image_size: int = Field(64, ge=8, le=2048, description="side of the square network input, in pixels")
+    channels: Literal["auto", 1, 3] = Field(
+        "auto", description="input channels: auto = 1 when every image in the store is greyscale, else 3"
+    )
+    pad_fill: Literal["edge", "mean", "zero"] = Field(
+        "edge",
+        description="how the padding to square is filled: edge = repeat border pixels, mean = dataset mean, "
+        "zero = black",
+    )
+    batch_size: int = Field(128, ge=1, description="training batch size (evaluation uses twice this)")
+    num_workers: int | Literal["auto"] = Field(
+        "auto", description="DataLoader worker processes; auto = number of CPU cores, at most 8"
+    )
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @field_validator("num_workers")
+    @classmethod
+    def _non_negative(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be >= 0 or 'auto'")
+        return v
+
+
+class ModelConfig(_Section):
+    backbone: str = Field("resnet18", description="any timm model name, e.g. resnet18, convnext_tiny, efficientnet_b0")
+    pretrained: bool = Field(False, description="load pretrained weights (Hugging Face hub, or pretrained_path)")
+    pretrained_path: str | None = Field(
+        None, description="local weights file for the backbone (.safetensors/.pth); implies pretrained"
+    )
+    head: Literal["linear"] = Field("linear", description="classifier head: one linear layer per rank")
+    drop_rate: float = Field(0.0, ge=0, lt=1, description="dropout before the heads")
+    drop_path_rate: float = Field(0.0, ge=0, lt=1, description="stochastic depth, for backbones that support it")
+
+
+class OptimConfig(_Section):
+    name: Literal["adamw", "sgd"] = Field("adamw", description="optimizer")
+    lr: float = Field(2e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.05, ge=0, description="decoupled weight decay (not applied to norms and biases)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov)")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="LR schedule after warmup, stepped per batch")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warmup length in epochs (fractions allowed)")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="final LR of the cosine schedule, as a fraction of lr")
+
+
+class LossConfig(_Section):
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of each rank's cross-entropy")
+    rank_weights: dict[str, float] | None = Field(
+        None, description="weight per rank name in the summed loss, e.g. {group: 0.5}; missing ranks weigh 1"
+    )
+
+
+class TrainerConfig(_Section):
+    max_epochs: int = Field(30, ge=1, description="number of training epochs")
+    accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, mps")
+    devices: int | str = Field("auto", description="devices to use; more than one GPU trains with DDP")
+    precision: str = Field("auto", description="auto = bf16/16 mixed precision on GPU, 32 on CPU; or a Lightning value")
+    channels_last: bool = Field(True, description="channels_last memory format: faster convolutions on CPU and GPU")
+    gradient_clip_val: float | None = Field(1.0, description="clip the gradient norm to this value (null = off)")
+    monitor: str = Field("auto", description="val metric that picks best.ckpt, e.g. val/group/top1; auto = finest top1")
+    monitor_mode: Literal["max", "min"] = Field("max", description="whether a larger monitored value is better")
+    early_stopping_patience: int | None = Field(
+        10, description="epochs without improvement before stopping (null = off); best weights are kept"
+    )
+    limit_train_batches: float | int = Field(1.0, description="fraction or number of train batches per epoch")
+    limit_val_batches: float | int = Field(1.0, description="fraction or number of val batches per epoch")
+    log_every_n_steps: int = Field(50, ge=1, description="how often step metrics reach the loggers")
+    progress: Literal["auto", "rich", "plain", "none"] = Field(
+        "auto", description="progress display: auto = rich bar on a terminal, plain log lines otherwise"
+    )
+
+
+class LoggingConfig(_Section):
+    mlflow: bool = Field(True, description="log to MLflow; by default to its file store <run.dir>/mlruns (no server)")
+    mlflow_uri: str | None = Field(
+        None, description="other MLflow tracking URI, e.g. sqlite:///mlflow.db or http://host:5000 (null = file store)"
+    )
+    tensorboard: bool = Field(True, description="log to TensorBoard in <run.dir>/tensorboard")
+    wandb: bool = Field(False, description="log to Weights & Biases (pip install taxotrain[wandb])")
+    comet: bool = Field(False, description="log to Comet (pip install taxotrain[comet])")
+
+
+class Config(_Section):
+    task: Literal["image"] = Field("image", description="what is classified")
+    run: RunConfig = Field(default_factory=RunConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+# --------------------------------------------------------------------------------------------------------- loading
+
+
+def all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of the schema, e.g. ``data.augment.hflip``."""
+    keys = []
+    for name, field in model.model_fields.items():
+        sub = _section_type(field.annotation)
+        keys.extend(all_keys(sub, f"{prefix}{name}.") if sub else [f"{prefix}{name}"])
+    return keys
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _check_keys(tree: dict[str, Any], model: type[BaseModel], source: str, prefix: str = "") -> None:
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if key not in model.model_fields:
+            allowed = sorted(model.model_fields)
+            near = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean '{prefix}{near[0]}'?)" if near else ""
+            raise ConfigError(f"{source}: unknown config key '{dotted}'{hint}; allowed under "
+                              f"'{prefix.rstrip('.') or 'top level'}': {', '.join(allowed)}")
+        sub = _section_type(model.model_fields[key].annotation)
+        if sub is not None:
+            if not isinstance(value, dict):
+                example = f"{dotted}.{next(iter(sub.model_fields))}=..."
+                raise ConfigError(f"{source}: '{dotted}' is a section; give its keys, e.g. {example}")
+            _check_keys(value, sub, source, f"{dotted}.")
+
+
+def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """Turn ``a.b.c=value`` into ``{"a": {"b": {"c": value}}}``; the value is parsed as YAML (``1e-3``, ``null``)."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not of the form key=value, e.g. model.backbone=resnet50")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{item}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node: dict[str, Any] = {}
+    cursor = node
+    parts = key.split(".")
+    for part in parts[:-1]:
+        cursor[part] = {}
+        cursor = cursor[part]
+    cursor[parts[-1]] = value
+    return node
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with a one-line error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; write one with `taxotrain init-config > {path.name}`")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; check indentation and quoting") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (run:, data:, model:, ...)")
+    return tree
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    params: str | Path | None = None,
+) -> Config:
+    """Build the resolved config: schema defaults <- YAML ``path`` <- ``params`` file <- dotted ``overrides``.
+
+    Example:
+        >>> cfg = load_config(None, ["model.backbone=resnet50", "trainer.max_epochs=3"])
+        >>> cfg.model.backbone
+        'resnet50'
+    """
+    tree: dict[str, Any] = {}
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if path is not None:
+        layers.append((str(path), read_yaml(path)))
+    if params is not None:
+        layers.append((str(params), read_yaml(params)))
+    for item in overrides:
+        layers.append((f"override '{item}'", parse_override(item)))
+    for source, layer in layers:
+        _check_keys(layer, Config, source)
+        tree = _deep_merge(tree, layer)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from exc
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal[")))
+    got = err.get("input")
+    msg = err["msg"]
+    if err["type"] == "literal_error":
+        msg = msg.replace("Input should be", "allowed:")
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"bad value for '{key}': {got!r}; {msg}{more}"
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain-Python dict of a config (JSON/YAML/torch-safe)."""
+    return cfg.model_dump(mode="json")
+
+
+def dump_yaml(cfg: Config) -> str:
+    """The resolved config as YAML."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config to ``path``."""
+    Path(path).write_text(dump_yaml(cfg))
+
+
+# ------------------------------------------------------------------------------------------- commented template
+
+
+def commented_yaml(model: type[BaseModel] = Config, indent: int = 0, instance: BaseModel | None = None) -> str:
+    """The default config as YAML with each key's description as a comment (what ``init-config`` prints)."""
+    instance = instance if instance is not None else model()
+    pad = "  " * indent
+    lines: list[str] = []
+    if indent == 0:
+        lines += ["# taxotrain config. Every key can be overridden on the command line, e.g.",
+                  "#   taxotrain fit --config cfg.yaml data.store=plankton.h5 model.backbone=resnet50", ""]
+    for name, field in model.model_fields.items():
+        value = getattr(instance, name)
+        sub = _section_type(field.annotation)
+        if sub is not None:
+            if indent == 0:
+                lines.append("")
+            lines.append(f"{pad}{name}:")
+            lines.append(commented_yaml(sub, indent + 1, value))
+            continue
+        dumped = yaml.safe_dump({name: _plain(value)}, default_flow_style=True, width=10_000).strip()
+        dumped = dumped[1:-1] if dumped.startswith("{") else dumped
+        comment = f"  # {field.description}" if field.description else ""
+        lines.append(f"{pad}{dumped}{comment}")
+    return "\n".join(lines) + ("\n" if indent == 0 else "")
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def markdown_reference() -> str:
+    """Config reference as a Markdown table, generated from the schema (``docs/config.md``)."""
+    rows = ["# Config reference", "",
+            "Generated from `taxotrain.config` by `python -m taxotrain.config > docs/config.md`; a test checks it is "
+            "current. Every key can be set in the YAML file or on the command line as `key=value`.", "",
+            "| key | default | description |", "| --- | --- | --- |"]
+
+    def walk(model: type[BaseModel], instance: BaseModel, prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            value = getattr(instance, name)
+            sub = _section_type(field.annotation)
+            if sub is not None:
+                walk(sub, value, f"{prefix}{name}.")
+            else:
+                default = yaml.safe_dump(_plain(value), default_flow_style=True).strip().removesuffix("...").strip()
+                rows.append(f"| `{prefix}{name}` | `{default}` | {field.description or ''} |")
+
+    walk(Config, Config(), "")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_reference(), end="")
