@@ -1,0 +1,164 @@
+"""Find the records of a dataset: a folder of class folders, or a CSV manifest, plus an optional taxonomy table.
+
+Nothing is decoded here; this only decides which file carries which labels, and what is skipped and why.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from taxotrain.taxonomy import Taxonomy, TaxonomyError
+
+PATH_COLUMN = "filepath"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+
+
+class IngestError(ValueError):
+    """The input cannot be ingested as given; the message names the file and the fix."""
+
+
+@dataclass
+class Record:
+    """One candidate file with its label names per rank (``None`` = unknown at that rank)."""
+
+    path: Path
+    relpath: str
+    names: tuple[str | None, ...]
+
+
+@dataclass
+class Ingested:
+    """Records to verify, the taxonomy they use, and what was skipped before decoding."""
+
+    ranks: list[str]
+    records: list[Record]
+    taxonomy: Taxonomy
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.is_file():
+        raise IngestError(f"{path} not found")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in rows]
+    return columns, rows
+
+
+def _require_columns(path: Path, columns: list[str], needed: Sequence[str], what: str) -> None:
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise IngestError(f"{path}: missing column(s) {', '.join(missing)} ({what}); its columns are: "
+                          f"{', '.join(columns)}")
+
+
+def read_taxonomy_rows(path: Path, ranks: Sequence[str]) -> tuple[list[tuple[str | None, ...]], list[str]]:
+    """Rows of a taxonomy CSV as name tuples (coarse to fine), with ``"file line N"`` sources for messages."""
+    columns, rows = _read_csv(path)
+    _require_columns(path, columns, ranks, "--ranks names these columns, coarse to fine")
+    names = [tuple(row.get(r) or None for r in ranks) for row in rows]
+    sources = [f"{path.name} line {i + 2}" for i in range(len(rows))]
+    return names, sources
+
+
+def from_folder(root: Path, ranks: Sequence[str], taxonomy_csv: Path | None) -> Ingested:
+    """Records of a folder of class folders; the folder name is the finest rank's label."""
+    if not root.is_dir():
+        raise IngestError(f"{root} is not a folder; give a folder of class folders or --manifest FILE.csv")
+    ranks = list(ranks)
+    if len(ranks) > 1 and taxonomy_csv is None:
+        raise IngestError(f"--ranks names {len(ranks)} ranks but a folder only gives the finest; add --taxonomy "
+                          f"FILE.csv with columns {', '.join(ranks)}")
+    skipped: list[tuple[str, str]] = []
+    folders: dict[str, list[Path]] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            skipped.append((entry.name, "hidden entry"))
+        elif entry.is_dir():
+            folders[entry.name] = sorted(p for p in entry.rglob("*") if p.is_file())
+        else:
+            skipped.append((entry.name, "not inside a class folder"))
+    if not folders:
+        raise IngestError(f"{root} has no class folders; expected {root}/<class name>/<image files>")
+
+    tax_rows: list[tuple[str | None, ...]] = []
+    sources: list[str] = []
+    if taxonomy_csv is not None:
+        tax_rows, sources = read_taxonomy_rows(taxonomy_csv, ranks)
+        Taxonomy.from_rows(ranks, tax_rows, sources)  # contradictions anywhere in the table are errors
+        known = {row[-1] for row in tax_rows}
+        orphans = [name for name in folders if name not in known]
+        if orphans:
+            shown = ", ".join(orphans[:10]) + (f" and {len(orphans) - 10} more" if len(orphans) > 10 else "")
+            raise TaxonomyError(f"{taxonomy_csv}: no row for class folder(s) {shown}; add a row with "
+                                f"{ranks[-1]}=<folder name> for each, or remove the folder")
+        keep = [i for i, row in enumerate(tax_rows) if row[-1] in folders]
+        tax_rows, sources = [tax_rows[i] for i in keep], [sources[i] for i in keep]
+    else:
+        tax_rows = [(name,) for name in folders]
+        sources = [f"folder {name}" for name in folders]
+    taxonomy = Taxonomy.from_rows(ranks, tax_rows, sources)
+
+    records = []
+    for name, files in folders.items():
+        row = (None,) * (len(ranks) - 1) + (name,)
+        if not files:
+            skipped.append((f"{name}/", "empty class folder"))
+        for p in files:
+            rel = p.relative_to(root).as_posix()
+            if any(part.startswith(".") for part in p.relative_to(root).parts):
+                skipped.append((rel, "hidden file"))
+            else:
+                records.append(Record(p, rel, row))
+    return Ingested(ranks, records, taxonomy, skipped)
+
+
+def from_manifest(manifest: Path, ranks: Sequence[str], taxonomy_csv: Path | None) -> Ingested:
+    """Records of a CSV manifest with a ``filepath`` column (relative to the manifest) and one column per rank.
+
+    Rank columns missing from the manifest are taken from ``taxonomy_csv``; an empty cell is a null label.
+    """
+    ranks = list(ranks)
+    columns, rows = _read_csv(manifest)
+    _require_columns(manifest, columns, [PATH_COLUMN], "the path of each image, relative to the manifest")
+    tax_rows: list[tuple[str | None, ...]] = []
+    tax_sources: list[str] = []
+    if taxonomy_csv is not None:
+        tax_rows, tax_sources = read_taxonomy_rows(taxonomy_csv, ranks)
+    else:
+        _require_columns(manifest, columns, ranks, "one column per --ranks name, or give --taxonomy FILE.csv")
+    if ranks[-1] not in columns:
+        raise IngestError(f"{manifest}: the finest rank column '{ranks[-1]}' is missing; its columns are: "
+                          f"{', '.join(columns)}")
+
+    base = manifest.parent
+    skipped: list[tuple[str, str]] = []
+    records, label_rows, label_sources = [], [], []
+    for i, row in enumerate(rows):
+        rel = row.get(PATH_COLUMN, "")
+        names = tuple(row.get(r) or None for r in ranks)
+        if not rel:
+            skipped.append((f"{manifest.name} line {i + 2}", "empty filepath"))
+            continue
+        if all(n is None for n in names):
+            skipped.append((rel, f"no label at any rank ({', '.join(ranks)})"))
+            continue
+        path = Path(rel) if Path(rel).is_absolute() else base / rel
+        records.append(Record(path, rel, names))
+        label_rows.append(names)
+        label_sources.append(f"{manifest.name} line {i + 2}")
+    taxonomy = Taxonomy.from_rows(ranks, tax_rows + label_rows, tax_sources + label_sources)
+    if tax_rows:  # cut each taxonomy row below its deepest node that the data uses: heads get no empty classes
+        used = {(r, n) for row in label_rows for r, n in enumerate(row) if n is not None}
+        cut = []
+        for row in tax_rows:
+            depth = max((r for r, n in enumerate(row) if (r, n) in used), default=-1)
+            if depth >= 0:
+                cut.append(tuple(row[: depth + 1]) + (None,) * (len(ranks) - depth - 1))
+        taxonomy = Taxonomy.from_rows(ranks, cut + label_rows)
+    return Ingested(ranks, records, taxonomy, skipped)
