@@ -1,0 +1,127 @@
+"""Callbacks: per-epoch metrics.csv, RNG state in checkpoints, plain progress lines, atomic checkpoint writes."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class EpochCSV(L.Callback):
+    """Writes one row per epoch to ``metrics.csv``: epoch, time, lr, mean train loss and every ``val/*`` metric.
+
+    The row is written before the epoch's checkpoint; on resume, rows of epochs after the checkpoint are dropped,
+    so the file always matches the checkpoint it continues from.
+    """
+
+    def __init__(self, path: Path, extra: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.extra = extra or {}
+        self._t0 = time.time()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.time()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # runs after a resumed checkpoint restored current_epoch
+        if self.path.is_file() and trainer.global_rank == 0:
+            with self.path.open(newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) < trainer.current_epoch]
+            self._write(rows, list(rows[0]) if rows else None)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
+               "seconds": round(time.time() - self._t0, 2),
+               "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan"),
+               "train/loss": getattr(pl_module, "train_loss_mean", float("nan")), **self.extra, **metrics}
+        rows = []
+        if self.path.is_file():
+            with self.path.open(newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) != trainer.current_epoch]
+        rows.append(row)
+        columns = list(dict.fromkeys([c for r in rows for c in r]))
+        self._write(rows, columns)
+
+    def _write(self, rows: list[dict[str, Any]], columns: list[str] | None) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with tmp.open("w", newline="") as fh:
+            if columns:
+                writer = csv.DictWriter(fh, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+        os.replace(tmp, self.path)
+
+
+class RNGState(L.Callback):
+    """Saves and restores the Python, NumPy and torch RNG states with each checkpoint (as plain types)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state(legacy=True)
+        state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+                 "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])]}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state["python"]))
+        torch.set_rng_state(state["torch"])
+        name, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class PlainProgress(L.Callback):
+    """Log lines instead of a progress bar when output is not a terminal (CI logs, ``nohup``, files)."""
+
+    def __init__(self, every_n_steps: int = 50, stream: Any = None) -> None:
+        self.every = every_n_steps
+        self.stream = stream or sys.stdout
+        self._t0 = time.time()
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.time()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if (batch_idx + 1) % self.every == 0 and trainer.global_rank == 0:
+            rate = (batch_idx + 1) / max(1e-9, time.time() - self._t0)
+            loss = getattr(pl_module, "train_loss_mean", float("nan"))
+            self._print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} step {batch_idx + 1}/"
+                        f"{trainer.num_training_batches} loss {loss:.4f} {rate:.1f} it/s")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        m = trainer.callback_metrics
+        parts = [f"{k.removeprefix('val/')} {float(v):.4f}" for k, v in m.items()
+                 if k.startswith("val/") and (k.endswith("/top1") or k == "val/loss")]
+        self._print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done in {time.time() - self._t0:.0f}s: "
+                    f"train loss {getattr(pl_module, 'train_loss_mean', float('nan')):.4f}, " + ", ".join(parts))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file and renames it: a kill mid-write never leaves a broken file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)

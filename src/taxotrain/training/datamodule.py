@@ -1,0 +1,78 @@
+"""The LightningDataModule over a store: transforms per split, seeded shuffling, worker settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from taxotrain.config import Config
+from taxotrain.data.images import ImageStoreDataset, build_transforms
+from taxotrain.data.store import Store
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh permutation each epoch, fixed by ``(seed, epoch)``: a resumed run sees the same order."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of each epoch."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def resolve_workers(num_workers: int | str) -> int:
+    """``auto`` = one worker per CPU core, at most 8."""
+    return min(8, os.cpu_count() or 1) if num_workers == "auto" else int(num_workers)
+
+
+def resolve_channels(cfg: Config, store: Store) -> int:
+    """Input channels: 1 for an all-greyscale store when ``data.channels`` is auto."""
+    if cfg.data.channels == "auto":
+        return 1 if store.grayscale else 3
+    return int(cfg.data.channels)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Train/val/test loaders of an image store."""
+
+    def __init__(self, cfg: Config, store: Store) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.store = store
+        self.channels = resolve_channels(cfg, store)
+        self.mean, self.std = store.norm(self.channels)
+        self.workers = resolve_workers(cfg.data.num_workers)
+
+    def dataset(self, split: str, train: bool = False) -> ImageStoreDataset:
+        """The dataset of one split, with training or evaluation transforms."""
+        d = self.cfg.data
+        tf = build_transforms(d.image_size, self.mean, self.std, train, d.augment if train else None, d.pad_fill)
+        return ImageStoreDataset(self.store, self.store.splits[split], tf, self.channels)
+
+    def _loader(self, ds: ImageStoreDataset, batch_size: int, sampler: Sampler | None, drop_last: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=drop_last,
+                          num_workers=self.workers, persistent_workers=self.workers > 0,
+                          pin_memory=torch.cuda.is_available(), prefetch_factor=4 if self.workers else None)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.dataset("train", train=True)
+        drop_last = len(ds) > self.cfg.data.batch_size  # a last batch of 1 breaks batch norm
+        return self._loader(ds, self.cfg.data.batch_size, EpochShuffleSampler(len(ds), self.cfg.run.seed), drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"), self.cfg.data.batch_size * 2, None, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("test"), self.cfg.data.batch_size * 2, None, False)

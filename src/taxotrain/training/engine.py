@@ -1,0 +1,181 @@
+"""``taxotrain fit``: build data, model, loss and the Lightning Trainer from a config, and train into a run folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+
+from taxotrain.config import Config, ConfigError, read_yaml, save_config
+from taxotrain.data.store import Store
+from taxotrain.losses import MultiRankLoss
+from taxotrain.models.classifier import build_model
+from taxotrain.run import RunError, RunPaths
+from taxotrain.taxonomy import Taxonomy
+from taxotrain.training.callbacks import AtomicCheckpointIO, EpochCSV, PlainProgress, RNGState
+from taxotrain.training.datamodule import ImageDataModule
+from taxotrain.training.module import ClassifierModule
+
+METRIC_NAMES = ("top1", "top5", "macro_f1")
+
+
+@dataclass
+class FitResult:
+    """Where a fit left its checkpoints and how good the best one was."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    monitor: str
+    best_score: float | None
+    epochs: int
+    seconds: float
+
+
+def resolve_monitor(cfg: Config, taxonomy: Taxonomy) -> str:
+    """The val metric that selects ``best.ckpt``; ``auto`` is the finest rank's top-1."""
+    allowed = ["val/loss"] + [f"val/{r}/{m}" for r in taxonomy.ranks for m in METRIC_NAMES]
+    monitor = f"val/{taxonomy.finest}/top1" if cfg.trainer.monitor == "auto" else cfg.trainer.monitor
+    if monitor not in allowed:
+        raise ConfigError(f"bad value for 'trainer.monitor': {monitor!r}; allowed: auto, {', '.join(allowed)}")
+    return monitor
+
+
+def resolve_precision(cfg: Config) -> str:
+    """``auto`` = bf16 (or fp16) mixed precision on a CUDA GPU, full fp32 elsewhere."""
+    if cfg.trainer.precision != "auto":
+        return cfg.trainer.precision
+    if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def resolve_resume(paths: RunPaths, resume: str | None, cfg: Config) -> str | None:
+    """Checkpoint to continue from, or ``None`` for a fresh run; refuses to overwrite a run that exists."""
+    if resume is None:
+        if paths.last.is_file() or paths.best.is_file():
+            raise RunError(f"run folder {paths.root} already holds a run; continue it with --resume auto or choose "
+                           "another run.dir=...")
+        return None
+    if resume == "auto":
+        if not paths.last.is_file():
+            return None  # nothing to resume yet: start fresh (what a restarted job script wants)
+        ckpt = str(paths.last)
+    else:
+        ckpt = resume
+        if not Path(ckpt).is_file():
+            raise RunError(f"--resume {ckpt}: no such checkpoint; use --resume auto or a .ckpt path")
+    if paths.config.is_file():
+        saved = read_yaml(paths.config).get("model", {})
+        now = cfg.model.model_dump(mode="json")
+        changed = [k for k in now if saved.get(k) != now[k]]
+        if changed:
+            raise RunError(f"--resume: model.{changed[0]} is {now[changed[0]]!r} but the run in {paths.root} was "
+                           f"trained with {saved.get(changed[0])!r}; resume with the run's own config.yaml")
+    return ckpt
+
+
+def build_loggers(cfg: Config, paths: RunPaths, resuming: bool) -> list[Any]:
+    """TensorBoard and MLflow (local file store in the run folder) loggers, plus optional W&B/Comet."""
+    from lightning.pytorch import loggers as pl_loggers
+
+    name = cfg.run.name or paths.root.name
+    out: list[Any] = []
+    if cfg.logging.tensorboard:
+        out.append(pl_loggers.TensorBoardLogger(save_dir=str(paths.root), name="tensorboard", version=""))
+    if cfg.logging.mlflow:
+        run_id = paths.mlflow_run_id.read_text().strip() if resuming and paths.mlflow_run_id.is_file() else None
+        uri = cfg.logging.mlflow_uri or (paths.root.resolve() / "mlruns").as_uri()
+        if uri.startswith("file:"):  # MLflow 3 keeps its file store behind an opt-in; it is the no-server option
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logger = pl_loggers.MLFlowLogger(experiment_name="taxotrain", run_name=name, tracking_uri=uri,
+                                             run_id=run_id)
+            paths.mlflow_run_id.write_text(logger.run_id)
+        out.append(logger)
+    if cfg.logging.wandb:
+        out.append(pl_loggers.WandbLogger(name=name, save_dir=str(paths.root)))
+    if cfg.logging.comet:
+        out.append(pl_loggers.CometLogger(experiment_name=name))
+    return out
+
+
+def _progress_mode(cfg: Config) -> str:
+    mode = cfg.trainer.progress
+    if mode == "auto":
+        return "rich" if sys.stdout.isatty() else "plain"
+    return mode
+
+
+def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | None = None) -> FitResult:
+    """Train the model that ``cfg`` describes into ``cfg.run.dir``.
+
+    ``resume`` is ``None`` (a new run; refuses a folder that already holds one), ``"auto"`` (continue from
+    ``checkpoints/last.ckpt`` if there is one) or a checkpoint path. ``callbacks`` are extra Lightning callbacks.
+    """
+    if not cfg.data.store:
+        raise ConfigError("data.store is not set; give the store from `taxotrain prepare`, e.g. data.store=plankton.h5")
+    paths = RunPaths(Path(cfg.run.dir))
+    ckpt_path = resolve_resume(paths, resume, cfg)
+    store = Store(cfg.data.store)
+    taxonomy = store.taxonomy
+    monitor = resolve_monitor(cfg, taxonomy)
+    if len(store.splits["val"]) == 0:
+        raise ConfigError(f"{store.path} has an empty val split; re-run prepare with --val above 0")
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+    L.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    dm = ImageDataModule(cfg, store)
+    model = build_model(cfg.model, taxonomy, dm.channels)
+    loss = MultiRankLoss.from_config(cfg.loss, taxonomy.ranks)
+    meta = {"kind": "image", "in_chans": dm.channels, "mean": dm.mean, "std": dm.std,
+            "image_size": cfg.data.image_size, "pad_fill": cfg.data.pad_fill, "store": str(store.path.resolve())}
+    module = ClassifierModule(model, loss, cfg, taxonomy, meta)
+
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, paths.config)
+    checkpoint = ModelCheckpoint(dirpath=paths.checkpoints, filename="best", monitor=monitor,
+                                 mode=cfg.trainer.monitor_mode, save_top_k=1, save_last=True,
+                                 auto_insert_metric_name=False, enable_version_counter=False)
+    all_callbacks: list[L.Callback] = [EpochCSV(paths.metrics_csv, {"image_size": cfg.data.image_size,
+                                                                "batch_size": cfg.data.batch_size}),
+                                   RNGState(), *(callbacks or []), checkpoint]
+    if cfg.trainer.early_stopping_patience is not None:
+        all_callbacks.append(EarlyStopping(monitor=monitor, mode=cfg.trainer.monitor_mode,
+                                       patience=cfg.trainer.early_stopping_patience))
+    progress = _progress_mode(cfg)
+    if progress == "rich":
+        all_callbacks.append(RichProgressBar())
+    elif progress == "plain":
+        all_callbacks.append(PlainProgress(cfg.trainer.log_every_n_steps))
+
+    trainer = L.Trainer(
+        default_root_dir=str(paths.root), max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices, precision=resolve_precision(cfg), gradient_clip_val=cfg.trainer.gradient_clip_val,
+        callbacks=all_callbacks, logger=build_loggers(cfg, paths, ckpt_path is not None) or False,
+        log_every_n_steps=cfg.trainer.log_every_n_steps, enable_progress_bar=progress == "rich",
+        enable_model_summary=False, num_sanity_val_steps=0, limit_train_batches=cfg.trainer.limit_train_batches,
+        limit_val_batches=cfg.trainer.limit_val_batches, plugins=[AtomicCheckpointIO()],
+    )
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"fit {cfg.model.backbone} ({n_params:.1f}M params, {dm.channels} input channel(s), "
+          f"{cfg.data.image_size}px) on {store.path.name}: {len(store.splits['train'])} train / "
+          f"{len(store.splits['val'])} val records; " + ", ".join(
+              f"{n} {r}" for r, n in zip(taxonomy.ranks, taxonomy.num_classes, strict=True))
+          + f"; run folder {paths.root}" + (f"; resuming from {ckpt_path}" if ckpt_path else ""), flush=True)
+    t0 = time.time()
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    score = checkpoint.best_model_score
+    return FitResult(paths.root, paths.best, monitor, float(score) if score is not None else None,
+                     trainer.current_epoch, time.time() - t0)

@@ -1,0 +1,122 @@
+"""The LightningModule: optimisation and per-rank validation metrics around any taxotrain model and loss."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import timm.optim
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from taxotrain import __version__
+from taxotrain.config import Config, OptimConfig, config_to_dict
+from taxotrain.losses import MultiRankLoss
+from taxotrain.run import CKPT_KEY
+from taxotrain.taxonomy import NULL, Taxonomy
+
+
+def rank_metrics(num_classes: int) -> MetricCollection:
+    """top-1, top-5 (top-k capped at the class count) and macro-F1 for one rank; nulls ignored."""
+    return MetricCollection({
+        "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro", ignore_index=NULL),
+        "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro", ignore_index=NULL),
+        "macro_f1": MulticlassF1Score(num_classes, average="macro", ignore_index=NULL),
+    })
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float, schedule: str) -> float:
+    """LR multiplier: linear warmup over ``warmup`` steps, then cosine down to ``min_ratio`` (or constant)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains ``model`` with ``loss``; knows ranks only by name, never what they mean."""
+
+    def __init__(self, model: nn.Module, loss: MultiRankLoss, config: Config, taxonomy: Taxonomy,
+                 meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.config = config
+        self.taxonomy = taxonomy
+        self.meta = meta
+        self.val_metrics = nn.ModuleDict({
+            str(r): rank_metrics(n) for r, n in enumerate(taxonomy.num_classes)})
+        self._train_loss_sum = 0.0
+        self._train_batches = 0
+        self.channels_last = config.trainer.channels_last
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(x)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x, y = batch
+        return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y
+
+    # ------------------------------------------------------------------ steps
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        parts = self.loss(self.model(x), y)
+        self.log_dict({f"train/{k}": v for k, v in parts.items()}, on_step=True, on_epoch=False,
+                      batch_size=len(x))
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        self._train_loss_sum += float(parts["loss"].detach())
+        self._train_batches += 1
+        return parts["loss"]
+
+    def on_train_epoch_start(self) -> None:
+        self._train_loss_sum, self._train_batches = 0.0, 0
+
+    @property
+    def train_loss_mean(self) -> float:
+        """Mean training loss over the current epoch's batches so far."""
+        return self._train_loss_sum / max(1, self._train_batches)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        parts = self.loss(logits, y)
+        self.log("val/loss", parts["loss"], on_epoch=True, batch_size=len(x), sync_dist=True)
+        for r, rank in enumerate(self.taxonomy.ranks):
+            known = y[:, r] != NULL
+            if known.any():
+                self.val_metrics[str(r)].update(logits[rank][known].float(), y[known, r])
+
+    def on_validation_epoch_end(self) -> None:
+        for r, rank in enumerate(self.taxonomy.ranks):
+            values = self.val_metrics[str(r)].compute()
+            self.log_dict({f"val/{rank}/{k}": v for k, v in values.items()}, sync_dist=True)
+            self.val_metrics[str(r)].reset()
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt_cfg: OptimConfig = self.config.optim
+        kwargs: dict[str, Any] = {"momentum": opt_cfg.momentum} if opt_cfg.name == "sgd" else {}
+        optimizer = timm.optim.create_optimizer_v2(self.model, opt=opt_cfg.name, lr=opt_cfg.lr,
+                                                   weight_decay=opt_cfg.weight_decay, **kwargs)
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        warmup = int(round(opt_cfg.warmup_epochs * per_epoch))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, warmup, total, opt_cfg.min_lr_ratio, opt_cfg.schedule))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoint metadata
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store what inference needs, as plain types (checkpoints load with ``weights_only=True``)."""
+        checkpoint[CKPT_KEY] = {"version": __version__, "config": config_to_dict(self.config),
+                                "taxonomy": self.taxonomy.to_dict(), **self.meta}
