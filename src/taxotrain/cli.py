@@ -1,0 +1,176 @@
+"""The ``taxotrain`` command. It only parses arguments and calls the library; errors become one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from taxotrain import __version__
+
+# Darwin Core rank columns in their canonical order, used when a manifest or taxonomy is given without --ranks.
+DWC_RANKS = ["kingdom", "phylum", "class", "order", "family", "genus", "species", "scientificName"]
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from taxotrain.config import ConfigError
+    from taxotrain.data.ingest import IngestError
+    from taxotrain.data.store import StoreError
+    from taxotrain.models.backbones import BackboneError
+    from taxotrain.run import RunError
+    from taxotrain.taxonomy import TaxonomyError
+
+    return ConfigError, IngestError, StoreError, BackboneError, RunError, TaxonomyError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = argparse.ArgumentParser(prog="taxotrain", description="Train, evaluate and use taxonomy-aware classifiers.")
+    p.add_argument("--version", action="version", version=f"taxotrain {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("init-config", help="print a complete, commented default config")
+    s.add_argument("--task", choices=["image"], default="image", help="what the config trains (default: image)")
+
+    s = sub.add_parser("prepare", help="verify a dataset and write one HDF5 store with splits")
+    s.add_argument("source", nargs="?", type=Path, help="folder of class folders (or use --manifest)")
+    s.add_argument("--manifest", type=Path, help="CSV with a filepath column (relative to it) and rank columns")
+    s.add_argument("--taxonomy", type=Path, help="CSV with one column per rank; the finest matches the folder names")
+    s.add_argument("--ranks", help="rank columns coarse to fine, comma-separated, e.g. family,genus,species")
+    s.add_argument("--out", type=Path, required=True, help="store to write, e.g. plankton.h5")
+    s.add_argument("--val", type=float, default=0.1, help="validation fraction (default 0.1)")
+    s.add_argument("--test", type=float, default=0.1, help="test fraction (default 0.1)")
+    s.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    s.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
+
+    s = sub.add_parser("fit", help="train a model into a run folder")
+    s.add_argument("--config", type=Path, help="YAML config (see init-config)")
+    s.add_argument("--params", type=Path, help="YAML of extra values applied over --config (e.g. tuned params)")
+    s.add_argument("--resume", help="'auto' continues run.dir from checkpoints/last.ckpt; or a .ckpt path")
+    s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. model.backbone=resnet50")
+
+    s = sub.add_parser("evaluate", help="score a run's best checkpoint and write its report")
+    s.add_argument("run", type=Path, help="run folder written by fit")
+    s.add_argument("--store", type=Path, help="store to evaluate on (default: the one the run was trained on)")
+    s.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
+    s.add_argument("--checkpoint", default="best", choices=["best", "last"], help="checkpoint (default best)")
+    s.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")
+
+    s = sub.add_parser("predict", help="classify image files and folders into a CSV")
+    s.add_argument("run", type=Path, help="run folder (or .ckpt file)")
+    s.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
+    s.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default predictions.csv)")
+    s.add_argument("--topk", type=int, default=5, help="labels with scores at the finest rank (default 5)")
+    s.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    s.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")
+
+    s = sub.add_parser("demo", help="prepare, fit, evaluate and predict on a generated synthetic image set")
+    s.add_argument("--out", type=Path, default=Path("taxotrain-demo"), help="folder for everything (default "
+                   "./taxotrain-demo)")
+    s.add_argument("--epochs", type=int, default=6, help="training epochs (default 6)")
+    return p
+
+
+def _resolve_ranks(arg: str | None, table: Path | None) -> list[str]:
+    if arg:
+        ranks = [r.strip() for r in arg.split(",") if r.strip()]
+        if len(set(ranks)) != len(ranks) or not ranks:
+            from taxotrain.data.ingest import IngestError
+
+            raise IngestError(f"--ranks {arg!r}: give distinct rank names, coarse to fine, e.g. family,genus,species")
+        return ranks
+    if table is None:
+        return ["class"]
+    import csv
+
+    with table.open(newline="", encoding="utf-8-sig") as fh:
+        columns = [c.strip() for c in next(csv.reader(fh), [])]
+    found = [r for r in DWC_RANKS if r in columns]
+    if len(found) >= 2:
+        return found
+    from taxotrain.data.ingest import IngestError
+
+    raise IngestError(f"{table}: give --ranks, coarse to fine, from its columns: {', '.join(columns)}")
+
+
+def _cmd_init_config(args: argparse.Namespace) -> None:
+    from taxotrain.config import commented_yaml
+
+    sys.stdout.write(commented_yaml())
+
+
+def _cmd_prepare(args: argparse.Namespace) -> None:
+    from taxotrain.data.prepare import prepare_images
+
+    ranks = _resolve_ranks(args.ranks, args.manifest or args.taxonomy)
+    result = prepare_images(args.source, args.out, ranks, taxonomy=args.taxonomy, manifest=args.manifest,
+                            val=args.val, test=args.test, seed=args.seed, workers=args.workers)
+    print(result.summary())
+
+
+def _cmd_fit(args: argparse.Namespace) -> None:
+    from taxotrain.config import dump_yaml, load_config
+    from taxotrain.run import RunPaths
+
+    cfg_path = args.config
+    if cfg_path is None and args.resume:  # resuming with no config: use the run's own
+        run_dir = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("run.dir=")), None)
+        if run_dir and RunPaths(Path(run_dir)).config.is_file():
+            cfg_path = RunPaths(Path(run_dir)).config
+    cfg = load_config(cfg_path, args.overrides, params=args.params)
+    if args.print_config:
+        sys.stdout.write(dump_yaml(cfg))
+        return
+    from taxotrain.training.engine import fit
+
+    result = fit(cfg, resume=args.resume)
+    score = f"{result.best_score:.4f}" if result.best_score is not None else "n/a"
+    print(f"fit done in {result.seconds / 60:.1f} min ({result.epochs} epochs): best {result.monitor} {score} -> "
+          f"{result.best_checkpoint}; next: taxotrain evaluate {result.run_dir}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from taxotrain.evaluation.report import evaluate_run, summary_line
+
+    result = evaluate_run(args.run, store=args.store, split=args.split, checkpoint=args.checkpoint,
+                          workers=args.workers)
+    print(summary_line(result))
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from taxotrain.inference.predict import write_predictions
+
+    out, n, errors = write_predictions(args.run, args.inputs, args.out, topk=args.topk,
+                                       batch_size=args.batch_size, workers=args.workers)
+    print(f"predicted {n - errors} image(s), {errors} unreadable (see the error column) -> {out}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from taxotrain.demo import run_demo
+
+    report = run_demo(args.out, epochs=args.epochs)
+    print(f"demo report: {report}")
+
+
+COMMANDS = {"init-config": _cmd_init_config, "prepare": _cmd_prepare, "fit": _cmd_fit, "evaluate": _cmd_evaluate,
+            "predict": _cmd_predict, "demo": _cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``taxotrain`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except _user_errors() as exc:
+        print(f"taxotrain {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"taxotrain {args.command}: interrupted; files already written are kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""``taxotrain evaluate``: score a run's best checkpoint on a split and write metrics, tables, plots and HTML."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taxotrain.data.images import ImageStoreDataset, build_transforms
+from taxotrain.data.store import SPLITS, Store
+from taxotrain.evaluation.metrics import confusion, evaluate_probs, loader_for, predict_probs
+from taxotrain.evaluation.plots import plot_confusion, plot_curves
+from taxotrain.run import LoadedRun, RunError, RunPaths, load_run
+from taxotrain.training.datamodule import resolve_workers
+
+
+@dataclass
+class EvalResult:
+    """Metrics per rank and the files written."""
+
+    metrics: dict[str, Any]
+    report: Path
+    files: list[Path]
+
+
+def _store_for(run: LoadedRun, store: str | Path | None) -> Store:
+    candidates = [store] if store else [run.config.data.store, run.meta.get("store")]
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Store(c)
+    raise RunError(f"the store this run was trained on ({run.config.data.store}) is not there; pass --store PATH")
+
+
+def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: str = "test",
+                 checkpoint: str = "best", batch_size: int | None = None, workers: int | None = None) -> EvalResult:
+    """Evaluate ``checkpoints/<checkpoint>.ckpt`` of ``run_dir`` on ``split`` and write the report files there."""
+    if split not in SPLITS:
+        raise RunError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+    paths = RunPaths(Path(run_dir))
+    run = load_run(paths.root, which=checkpoint)
+    st = _store_for(run, store)
+    if st.taxonomy.to_dict() != run.taxonomy.to_dict():
+        raise RunError(f"{st.path} has a different taxonomy from the one {paths.root} was trained on; pass the "
+                       "run's own store with --store")
+    indices = st.splits[split]
+    if len(indices) == 0:
+        raise RunError(f"{st.path} has no records in its {split} split; re-run prepare with --{split} above 0")
+    meta = run.meta
+    tf = build_transforms(int(meta["image_size"]), meta["mean"], meta["std"], train=False,
+                          pad_fill=meta.get("pad_fill", "edge"))
+    ds = ImageStoreDataset(st, indices, tf, run.in_chans)
+    bs = batch_size or run.config.data.batch_size * 2
+    nw = resolve_workers(run.config.data.num_workers if workers is None else workers)
+    probs, labels = predict_probs(run.model, loader_for(ds, bs, nw), run.taxonomy.ranks)
+    metrics, rows = evaluate_probs(probs, labels, run.taxonomy)
+    metrics["evaluation"] = {"split": split, "records": int(len(indices)), "checkpoint": str(run.checkpoint),
+                             "store": str(st.path), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+    files = [_write_json(paths.metrics_json, metrics), _write_per_class(paths.per_class, rows)]
+    confusions = []
+    for r, rank in enumerate(run.taxonomy.ranks):
+        cm = confusion(probs[rank], labels[:, r])
+        confusions.append(plot_confusion(cm, run.taxonomy, r, paths.root / f"confusion_{rank}.png"))
+    curves = plot_curves(paths.metrics_csv, run.taxonomy.ranks, paths.root)
+    files += confusions + curves
+    report = _write_html(paths, run, metrics, rows, confusions, curves)
+    return EvalResult(metrics, report, files + [report])
+
+
+def _atomic_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_json(path: Path, metrics: dict[str, Any]) -> Path:
+    return _atomic_text(path, json.dumps(metrics, indent=2) + "\n")
+
+
+def _write_per_class(path: Path, rows: list[dict[str, Any]]) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["rank", "class", "precision", "recall", "f1", "support"])
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+
+
+def _write_html(paths: RunPaths, run: LoadedRun, metrics: dict[str, Any], rows: list[dict[str, Any]],
+                confusions: list[Path], curves: list[Path]) -> Path:
+    ranks = run.taxonomy.ranks
+    ev = metrics["evaluation"]
+    cfg = run.config
+    head = "".join(f"<th>{k}</th>" for k in ("rank", "classes", "records", "top-1", "top-5", "macro-F1",
+                                             "balanced acc."))
+    body = "".join(
+        f"<tr><td>{html.escape(r)}</td><td>{len(run.taxonomy.names[i])}</td><td>{metrics[r]['n']}</td>"
+        + "".join(f"<td>{_fmt(metrics[r][k])}</td>" for k in ("top1", "top5", "macro_f1", "balanced_accuracy"))
+        + "</tr>" for i, r in enumerate(ranks))
+    per_class = "".join(
+        f"<tr><td>{html.escape(x['rank'])}</td><td>{html.escape(x['class'])}</td><td>{x['precision']:.3f}</td>"
+        f"<td>{x['recall']:.3f}</td><td>{x['f1']:.3f}</td><td>{x['support']}</td></tr>" for x in rows)
+    imgs = "".join(f'<figure><img src="{p.name}" alt="{p.stem}"><figcaption>{p.stem}</figcaption></figure>'
+                   for p in curves + confusions)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>taxotrain report: {html.escape(paths.root.name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222 }}
+table {{ border-collapse: collapse; margin: 1em 0 }} td, th {{ border: 1px solid #ccc; padding: 3px 8px;
+text-align: right }} td:first-child, td:nth-child(2) {{ text-align: left }} th {{ background: #f0f0f0 }}
+img {{ max-width: 100% }} figure {{ margin: 1em 0 }} .meta {{ color: #555 }}
+details {{ margin: 1em 0 }}
+</style></head><body>
+<h1>taxotrain report: {html.escape(paths.root.name)}</h1>
+<p class="meta">{html.escape(ev['split'])} split of <code>{html.escape(ev['store'])}</code>, {ev['records']} records;
+checkpoint <code>{html.escape(ev['checkpoint'])}</code>; backbone <code>{html.escape(cfg.model.backbone)}</code> at
+{run.meta['image_size']} px, {run.in_chans} channel(s); evaluated {html.escape(ev['date'])}.</p>
+<h2>Metrics per rank</h2>
+<table><tr>{head}</tr>{body}</table>
+<p class="meta">Fractions. Records unknown at a rank are left out of that rank. Files:
+<a href="metrics.json">metrics.json</a>, <a href="per_class.csv">per_class.csv</a>,
+<a href="metrics.csv">metrics.csv</a> (per epoch), <a href="config.yaml">config.yaml</a>.</p>
+<h2>Training curves and confusion matrices</h2>
+{imgs}
+<h2>Per class</h2>
+<details><summary>precision, recall, F1 and support of every class at every rank</summary>
+<table><tr><th>rank</th><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
+{per_class}</table></details>
+</body></html>
+"""
+    return _atomic_text(paths.report, page)
+
+
+def summary_line(result: EvalResult) -> str:
+    """One line per rank: top-1 and macro-F1."""
+    parts = [f"{r} top1 {m['top1']:.3f} macro-F1 {m['macro_f1']:.3f}" for r, m in result.metrics.items()
+             if r != "evaluation" and isinstance(m, dict) and m.get("top1") is not None]
+    return "; ".join(parts) + f"; report {result.report}"
+
+
+__all__ = ["EvalResult", "evaluate_run", "summary_line", "np"]
