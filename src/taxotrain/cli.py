@@ -52,11 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. model.backbone=resnet50")
 
     s = sub.add_parser("evaluate", help="score a run's best checkpoint and write its report")
-    s.add_argument("run", type=Path, help="run folder written by fit")
+    s.add_argument("run", type=Path, nargs="?", help="run folder written by fit")
+    s.add_argument("--compare", nargs="+", metavar="RUN", help="put two or more runs side by side (same test split)")
+    s.add_argument("--out", type=Path, default=Path("comparison"), help="folder for --compare (default ./comparison)")
+    s.add_argument("--target-precision", type=float, default=0.9,
+                   help="precision the roll-up thresholds aim for on the val split (default 0.9)")
     s.add_argument("--store", type=Path, help="store to evaluate on (default: the one the run was trained on)")
     s.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
     s.add_argument("--checkpoint", default="best", choices=["best", "last"], help="checkpoint (default best)")
     s.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")
+    s.add_argument("--tta", default="none", choices=["none", "flip", "dihedral"],
+                   help="test-time augmentation: average over flips / all 8 flips+rotations (default none)")
 
     s = sub.add_parser("predict", help="classify image files and folders into a CSV")
     s.add_argument("run", type=Path, help="run folder (or .ckpt file)")
@@ -65,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--topk", type=int, default=5, help="labels with scores at the finest rank (default 5)")
     s.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
     s.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")
+    s.add_argument("--tta", default="none", choices=["none", "flip", "dihedral"],
+                   help="test-time augmentation: average over flips / all 8 flips+rotations (default none)")
 
     s = sub.add_parser("demo", help="prepare, fit, evaluate and predict on a generated synthetic image set")
     s.add_argument("--out", type=Path, default=Path("taxotrain-demo"), help="folder for everything (default "
@@ -133,9 +141,20 @@ def _cmd_fit(args: argparse.Namespace) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from taxotrain.evaluation.report import evaluate_run, summary_line
+    from taxotrain.run import RunError
 
+    if args.compare:
+        from taxotrain.evaluation.compare import compare_runs, format_table
+
+        runs = ([args.run] if args.run else []) + args.compare
+        comparison = compare_runs(runs, args.out)
+        print(format_table(comparison))
+        print(f"comparison: {comparison.html}")
+        return
+    if args.run is None:
+        raise RunError("give a run folder, or --compare RUN_A RUN_B")
     result = evaluate_run(args.run, store=args.store, split=args.split, checkpoint=args.checkpoint,
-                          workers=args.workers)
+                          workers=args.workers, tta=args.tta, target_precision=args.target_precision)
     print(summary_line(result))
 
 
@@ -143,7 +162,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     from taxotrain.inference.predict import write_predictions
 
     out, n, errors = write_predictions(args.run, args.inputs, args.out, topk=args.topk,
-                                       batch_size=args.batch_size, workers=args.workers)
+                                       batch_size=args.batch_size, workers=args.workers, tta=args.tta)
     print(f"predicted {n - errors} image(s), {errors} unreadable (see the error column) -> {out}")
 
 

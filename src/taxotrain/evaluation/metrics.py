@@ -17,18 +17,41 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 
 from taxotrain.taxonomy import NULL, Taxonomy
 
+TTA_VIEWS = {"none": 1, "flip": 2, "dihedral": 8}
+
+
+def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """Test-time views of a batch: itself, + horizontal flip, or all 8 flips/90-degree rotations (dihedral)."""
+    if tta not in TTA_VIEWS:
+        raise ValueError(f"--tta {tta!r}: choose one of {', '.join(TTA_VIEWS)}")
+    if tta == "none":
+        return [x]
+    if tta == "flip":
+        return [x, x.flip(-1)]
+    return [torch.rot90(v, k, dims=(-2, -1)) for v in (x, x.flip(-1)) for k in range(4)]
+
 
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, loader: Iterable, ranks: list[str],
-                  device: str | torch.device = "cpu") -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Softmax probabilities per rank for every batch of ``loader`` and the stacked labels ``[N, R]``."""
+def model_probs(model: torch.nn.Module, x: torch.Tensor, ranks: list[str], tta: str = "none") -> dict[str, np.ndarray]:
+    """Softmax probabilities per rank for one batch, averaged over the test-time views."""
+    views = tta_views(x, tta)
+    out = {r: 0.0 for r in ranks}
+    for v in views:
+        logits = model(v)
+        for r in ranks:
+            out[r] = out[r] + logits[r].float().softmax(-1)
+    return {r: (p / len(views)).cpu().numpy() for r, p in out.items()}
+
+
+def predict_probs(model: torch.nn.Module, loader: Iterable, ranks: list[str], device: str | torch.device = "cpu",
+                  tta: str = "none") -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Probabilities per rank for every batch of ``loader`` and the stacked labels ``[N, R]``."""
     model.eval().to(device)
     probs: dict[str, list[np.ndarray]] = {r: [] for r in ranks}
     labels = []
     for x, y in loader:
-        out = model(x.to(device))
-        for r in ranks:
-            probs[r].append(out[r].float().softmax(-1).cpu().numpy())
+        for r, p in model_probs(model, x.to(device), ranks, tta).items():
+            probs[r].append(p)
         labels.append(y.numpy())
     return {r: np.concatenate(v) for r, v in probs.items()}, np.concatenate(labels)
 

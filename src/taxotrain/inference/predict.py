@@ -1,11 +1,14 @@
 """``taxotrain predict``: classify image files and folders into a CSV, one row per file.
 
-A file that cannot be read gets a row with its ``error`` and empty predictions; it never stops the batch.
+Rank columns hold the consistent path (every rank agrees with the tree); ``deepest_rank``/``deepest_label`` hold the
+roll-up: the deepest rank confident enough for the target precision chosen at evaluate time. A file that cannot be
+read gets a row with its ``error`` and empty predictions; it never stops the batch.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from taxotrain.data.images import build_transforms, read_image_file
 from taxotrain.data.ingest import IMAGE_SUFFIXES
+from taxotrain.evaluation.metrics import model_probs
+from taxotrain.inference.decode import decode, roll_up
 from taxotrain.run import LoadedRun, RunError, load_run
+from taxotrain.taxonomy import NULL
 from taxotrain.training.datamodule import resolve_workers
 
 
@@ -52,16 +58,26 @@ class _Files(Dataset):
 
 @dataclass
 class Prediction:
-    """Top-1 per rank and the finest rank's top-k for one file."""
+    """Consistent path (label, score per rank; ``None`` where the path skips a rank), the roll-up and top-k."""
 
     path: str
-    labels: dict[str, tuple[str, float]]
+    labels: dict[str, tuple[str | None, float]]
     topk: list[tuple[str, float]]
+    deepest: tuple[str, str] | None = None
     error: str = ""
 
 
+def load_thresholds(run: LoadedRun) -> list[float]:
+    """Roll-up thresholds from ``rollup.json`` (written by evaluate), or 0.5 per rank before any evaluation."""
+    path = run.checkpoint.parent.parent / "rollup.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())["thresholds"]
+        return [float(saved.get(r, 0.5)) for r in run.taxonomy.ranks]
+    return [0.5] * len(run.taxonomy.ranks)
+
+
 def predict_files(run: LoadedRun, files: list[Path], topk: int = 5, batch_size: int = 64,
-                  workers: int | None = None) -> Iterator[Prediction]:
+                  workers: int | None = None, tta: str = "none") -> Iterator[Prediction]:
     """Yield a ``Prediction`` per file, in order."""
     meta, tax = run.meta, run.taxonomy
     size = int(meta["image_size"])
@@ -69,28 +85,29 @@ def predict_files(run: LoadedRun, files: list[Path], topk: int = 5, batch_size: 
     nw = resolve_workers(run.config.data.num_workers if workers is None else workers)
     loader = DataLoader(_Files(files, tf, run.in_chans, size), batch_size=batch_size, num_workers=nw)
     k = min(topk, tax.num_classes[-1])
+    thresholds = load_thresholds(run)
     start = 0
-    with torch.no_grad():
-        for x, errors in loader:
-            out = run.model(x)
-            probs = {r: out[r].float().softmax(-1).numpy() for r in tax.ranks}
-            for b, err in enumerate(errors):
-                path = str(files[start + b])
-                if err:
-                    yield Prediction(path, {}, [], err)
-                    continue
-                labels = {}
-                for r, rank in enumerate(tax.ranks):
-                    i = int(np.argmax(probs[rank][b]))
-                    labels[rank] = (tax.names[r][i], float(probs[rank][b, i]))
-                fine = probs[tax.finest][b]
-                order = np.argsort(-fine)[:k]
-                yield Prediction(path, labels, [(tax.names[-1][i], float(fine[i])) for i in order])
-            start += len(errors)
+    for x, errors in loader:
+        probs = model_probs(run.model, x, tax.ranks, tta)
+        decoded = decode(probs, tax)
+        deepest, _ = roll_up(decoded, thresholds)
+        for b, err in enumerate(errors):
+            path = str(files[start + b])
+            if err:
+                yield Prediction(path, {}, [], error=err)
+                continue
+            labels = {rank: (tax.names[r][i] if (i := int(decoded.labels[b, r])) != NULL else None,
+                             float(decoded.scores[b, r])) for r, rank in enumerate(tax.ranks)}
+            fine = probs[tax.finest][b]
+            order = np.argsort(-fine)[:k]
+            d = int(deepest[b])
+            rolled = (tax.ranks[d], tax.names[d][decoded.labels[b, d]]) if d >= 0 else None
+            yield Prediction(path, labels, [(tax.names[-1][i], float(fine[i])) for i in order], rolled)
+        start += len(errors)
 
 
 def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, topk: int = 5,
-                      batch_size: int = 64, workers: int | None = None) -> tuple[Path, int, int]:
+                      batch_size: int = 64, workers: int | None = None, tta: str = "none") -> tuple[Path, int, int]:
     """Predict every image under ``inputs`` with the run's best checkpoint; returns (csv, rows, errors)."""
     run = load_run(run_dir)
     files = find_images(inputs)
@@ -102,16 +119,19 @@ def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: st
     ranks, fine = run.taxonomy.ranks, run.taxonomy.finest
     k = min(topk, run.taxonomy.num_classes[-1])
     columns = ["path"] + [c for r in ranks for c in (r, f"{r}_score")]
+    columns += ["deepest_rank", "deepest_label"]
     columns += [c for i in range(1, k + 1) for c in (f"{fine}_top{i}", f"{fine}_top{i}_score")] + ["error"]
     tmp = out.with_name(f".{out.name}.tmp")
     n = errors = 0
     with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
-        for p in predict_files(run, files, topk, batch_size, workers):
+        for p in predict_files(run, files, topk, batch_size, workers, tta):
             row: dict[str, object] = {"path": p.path, "error": p.error}
             for rank, (label, score) in p.labels.items():
-                row[rank], row[f"{rank}_score"] = label, round(score, 6)
+                row[rank], row[f"{rank}_score"] = label or "", round(score, 6) if label else ""
+            if p.deepest:
+                row["deepest_rank"], row["deepest_label"] = p.deepest
             for i, (label, score) in enumerate(p.topk, 1):
                 row[f"{fine}_top{i}"], row[f"{fine}_top{i}_score"] = label, round(score, 6)
             writer.writerow(row)
