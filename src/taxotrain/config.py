@@ -56,6 +56,10 @@ class DataConfig(_Section):
         "auto", description="DataLoader worker processes; auto = number of CPU cores, at most 8"
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    hide_labels: dict[str, float] | None = Field(
+        None, description="simulate partial identifications: hide this fraction of train labels at a rank (and "
+        "finer), e.g. {class: 0.3}; seeded by run.seed"
+    )
 
     @field_validator("num_workers")
     @classmethod
@@ -71,7 +75,13 @@ class ModelConfig(_Section):
     pretrained_path: str | None = Field(
         None, description="local weights file for the backbone (.safetensors/.pth); implies pretrained"
     )
-    head: Literal["linear"] = Field("linear", description="classifier head: one linear layer per rank")
+    head: Literal["linear", "conditional", "hierarchical_softmax", "flat"] = Field(
+        "linear", description="classifier head: linear per rank, conditional (finer sees coarser), "
+        "hierarchical_softmax, or flat (finest only; coarser ranks = summed finest probabilities)"
+    )
+    head_condition: Literal["soft", "hard"] = Field(
+        "soft", description="conditional head: feed the coarser softmax (soft) or its one-hot argmax (hard)"
+    )
     drop_rate: float = Field(0.0, ge=0, lt=1, description="dropout before the heads")
     drop_path_rate: float = Field(0.0, ge=0, lt=1, description="stochastic depth, for backbones that support it")
 
@@ -88,8 +98,28 @@ class OptimConfig(_Section):
 
 class LossConfig(_Section):
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of each rank's cross-entropy")
+    smoothing: Literal["uniform", "taxonomic"] = Field(
+        "uniform", description="where smoothing mass goes: all classes alike, or relatives by closeness in the tree"
+    )
+    smoothing_decay: float = Field(
+        1.0, ge=0, description="taxonomic smoothing: a class's share falls by exp(-decay) per edge of tree distance"
+    )
     rank_weights: dict[str, float] | None = Field(
         None, description="weight per rank name in the summed loss, e.g. {group: 0.5}; missing ranks weigh 1"
+    )
+    weighting: Literal["static", "gradnorm"] = Field(
+        "static", description="rank weights: fixed (rank_weights) or learnt by GradNorm (Chen et al. 2018)"
+    )
+    gradnorm_alpha: float = Field(1.5, ge=0, description="GradNorm asymmetry: higher pulls slow ranks harder")
+    gradnorm_lr: float = Field(0.025, gt=0, description="GradNorm learning rate of the rank weights")
+
+
+class MixConfig(_Section):
+    mixup_alpha: float = Field(0.0, ge=0, description="mixup Beta(alpha, alpha); 0 = off")
+    cutmix_alpha: float = Field(0.0, ge=0, description="cutmix Beta(alpha, alpha); 0 = off (both on: 50/50 per batch)")
+    prob: float = Field(1.0, ge=0, le=1, description="probability that a batch is mixed")
+    within: str | None = Field(
+        None, description="mix only images that share a node at this rank (e.g. genus); null = mix across all"
     )
 
 
@@ -130,6 +160,7 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

@@ -1,22 +1,39 @@
-"""Per-rank losses: the sum over ranks of cross-entropy, null labels masked out.
+"""Per-rank losses: the weighted sum over ranks of cross-entropy, null labels masked out.
 
 The loss returns named parts (``loss``, ``<rank>/loss``) so the training loop never needs to know what a rank is.
+Options: uniform or taxonomy-aware label smoothing (mass to relatives by closeness in the tree), mixup partners
+(``lam * L(y) + (1 - lam) * L(y_partner)``), static rank weights or GradNorm.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from taxotrain.config import LossConfig
-from taxotrain.taxonomy import NULL
+from taxotrain.taxonomy import NULL, Taxonomy
+
+
+def taxonomic_targets(taxonomy: Taxonomy, rank: int, eps: float, decay: float) -> torch.Tensor:
+    """Soft target rows ``[n, n]``: ``1 - eps`` on the true class, ``eps`` spread over the other classes of the rank
+    in proportion to ``exp(-decay * tree distance)``, so a species' siblings get more than a far-off family's."""
+    n = taxonomy.num_classes[rank]
+    if n == 1 or eps == 0:
+        return torch.eye(n)
+    dist = np.array([[taxonomy.tree_distance(rank, a, b) for b in range(n)] for a in range(n)], dtype=np.float64)
+    w = np.exp(-decay * dist)
+    np.fill_diagonal(w, 0.0)
+    w /= w.sum(1, keepdims=True)
+    return torch.from_numpy((1 - eps) * np.eye(n) + eps * w).float()
 
 
 class MultiRankLoss(nn.Module):
-    """Weighted sum over ranks of label-smoothed cross-entropy; records unknown at a rank do not count there."""
+    """Weighted sum over ranks of (smoothed) cross-entropy; records unknown at a rank do not count there."""
 
-    def __init__(self, ranks: list[str], label_smoothing: float = 0.0, rank_weights: dict[str, float] | None = None):
+    def __init__(self, ranks: list[str], label_smoothing: float = 0.0, rank_weights: dict[str, float] | None = None,
+                 soft_targets: list[torch.Tensor] | None = None) -> None:
         super().__init__()
         unknown = set(rank_weights or {}) - set(ranks)
         if unknown:
@@ -24,25 +41,94 @@ class MultiRankLoss(nn.Module):
                              f"{', '.join(ranks)}")
         self.ranks = ranks
         self.label_smoothing = label_smoothing
-        self.weights = [float((rank_weights or {}).get(r, 1.0)) for r in ranks]
+        self.register_buffer("weights", torch.tensor([float((rank_weights or {}).get(r, 1.0)) for r in ranks]),
+                             persistent=False)
+        self.soft = soft_targets is not None
+        for r, t in enumerate(soft_targets or []):
+            self.register_buffer(f"targets{r}", t, persistent=False)
 
     @classmethod
-    def from_config(cls, cfg: LossConfig, ranks: list[str]) -> MultiRankLoss:
+    def from_config(cls, cfg: LossConfig, taxonomy: Taxonomy) -> MultiRankLoss:
         """Build from the ``loss`` config section."""
-        return cls(ranks, cfg.label_smoothing, cfg.rank_weights)
+        soft = None
+        if cfg.smoothing == "taxonomic":
+            soft = [taxonomic_targets(taxonomy, r, cfg.label_smoothing, cfg.smoothing_decay)
+                    for r in range(len(taxonomy.ranks))]
+        return cls(taxonomy.ranks, cfg.label_smoothing, cfg.rank_weights, soft)
 
-    def forward(self, logits: dict[str, torch.Tensor], targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``targets`` is ``[B, R]`` with ``NULL`` for unknown; returns ``loss`` and ``<rank>/loss``."""
-        parts: dict[str, torch.Tensor] = {}
-        total = targets.new_zeros((), dtype=torch.float32)
+    def _one(self, r: int, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        known = y != NULL
+        if not known.any():  # keep the graph connected so DDP sees a gradient for every head
+            return logits.sum() * 0.0
+        logits, y = logits[known].float(), y[known]
+        if self.soft:
+            target = getattr(self, f"targets{r}")[y]
+            return -(target * F.log_softmax(logits, -1)).sum(-1).mean()
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+
+    def rank_losses(self, logits: dict[str, torch.Tensor], targets: torch.Tensor, partner: torch.Tensor | None = None,
+                    lam: float = 1.0) -> list[torch.Tensor]:
+        """Loss of each rank; with a mixup ``partner`` target, ``lam * L(targets) + (1 - lam) * L(partner)``."""
+        out = []
         for r, rank in enumerate(self.ranks):
-            y = targets[:, r]
-            known = y != NULL
-            if known.any():
-                part = F.cross_entropy(logits[rank][known].float(), y[known], label_smoothing=self.label_smoothing)
-            else:  # keep the graph connected so DDP sees a gradient for every head
-                part = logits[rank].sum() * 0.0
-            parts[f"{rank}/loss"] = part.detach()
-            total = total + self.weights[r] * part
-        parts["loss"] = total
-        return parts
+            part = self._one(r, logits[rank], targets[:, r])
+            if partner is not None and lam < 1.0:
+                part = lam * part + (1.0 - lam) * self._one(r, logits[rank], partner[:, r])
+            out.append(part)
+        return out
+
+    def combine(self, parts: list[torch.Tensor], weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``loss`` (weighted sum) and ``<rank>/loss`` (detached) from per-rank losses."""
+        w = self.weights if weights is None else weights
+        out = {f"{rank}/loss": p.detach() for rank, p in zip(self.ranks, parts, strict=True)}
+        out["loss"] = sum(wi * p for wi, p in zip(w, parts, strict=True))
+        return out
+
+    def forward(self, logits: dict[str, torch.Tensor], targets: torch.Tensor, partner: torch.Tensor | None = None,
+                lam: float = 1.0) -> dict[str, torch.Tensor]:
+        """``targets`` is ``[B, R]`` with ``NULL`` for unknown; returns ``loss`` and ``<rank>/loss``."""
+        return self.combine(self.rank_losses(logits, targets, partner, lam))
+
+
+class GradNorm(nn.Module):
+    """Learnt rank weights that balance gradient norms at the last shared layer (Chen et al., ICML 2018).
+
+    Each step: ``G_i = w_i * ||d L_i / d W||``; the weights move to shrink ``sum_i |G_i - mean(G) * r_i^alpha|``,
+    where ``r_i`` is rank i's loss relative to its first value over the mean of those ratios; then they are rescaled
+    to sum to the number of ranks. The network itself trains on ``sum_i w_i L_i`` with the weights held fixed.
+    """
+
+    def __init__(self, num_ranks: int, alpha: float = 1.5, lr: float = 0.025) -> None:
+        super().__init__()
+        self.alpha = alpha
+        self.lr = lr
+        self.weights = nn.Parameter(torch.ones(num_ranks), requires_grad=True)
+        self.register_buffer("initial", torch.zeros(num_ranks))
+        self._optim: torch.optim.Optimizer | None = None  # Adam, as in the paper: steps do not scale with |grad|
+
+    def step(self, parts: list[torch.Tensor], shared: torch.Tensor) -> torch.Tensor:
+        """Update the weights from this batch's per-rank losses; returns the (detached) weights to use."""
+        losses = torch.stack([p.detach() for p in parts])
+        if not bool((self.initial > 0).all()):
+            self.initial.copy_(torch.where(self.initial > 0, self.initial, losses.clamp_min(1e-8)))
+        norms = []
+        for p in parts:
+            if p.requires_grad:
+                g = torch.autograd.grad(p, shared, retain_graph=True, allow_unused=True)[0]
+                norms.append(g.norm() if g is not None else shared.new_zeros(()))
+            else:
+                norms.append(shared.new_zeros(()))
+        g_norm = self.weights * torch.stack(norms).detach()
+        ratio = losses / self.initial
+        target = (g_norm.mean() * (ratio / ratio.mean()) ** self.alpha).detach()
+        objective = (g_norm - target).abs().sum()
+        (grad,) = torch.autograd.grad(objective, self.weights)
+        if self._optim is None:
+            self._optim = torch.optim.Adam([self.weights], lr=self.lr)
+        self.weights.grad = grad
+        self._optim.step()
+        self.weights.grad = None
+        with torch.no_grad():
+            self.weights.clamp_(min=1e-3)
+            self.weights *= len(self.weights) / self.weights.sum()
+        return self.weights.detach().clone()

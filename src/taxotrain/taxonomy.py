@@ -143,6 +143,25 @@ class Taxonomy:
                 return q, int(self.ancestors[rank][index, q])
         return None
 
+    def lca_height(self, rank: int, a: int, b: int) -> int:
+        """Ranks between two nodes of ``rank`` and their lowest common ancestor (0 = same node, rank+1 = root)."""
+        if a == b:
+            return 0
+        anc = self.ancestors[rank]
+        for q in range(rank - 1, -1, -1):
+            if anc[a, q] != NULL and anc[a, q] == anc[b, q]:
+                return rank - q
+        return rank + 1
+
+    def tree_distance(self, rank: int, a: int, b: int) -> int:
+        """Edges between two nodes of ``rank`` in the real tree (ranks where a node has no ancestor are skipped)."""
+        if a == b:
+            return 0
+        anc = self.ancestors[rank]
+        lca = rank - self.lca_height(rank, a, b)  # rank index of the LCA, -1 = root
+        below = slice(lca + 1, rank + 1)
+        return int((anc[a, below] != NULL).sum() + (anc[b, below] != NULL).sum())
+
     # ------------------------------------------------------------------ (de)serialising
 
     def to_dict(self) -> dict[str, Any]:

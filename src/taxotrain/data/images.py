@@ -117,11 +117,13 @@ def build_transforms(
 class ImageStoreDataset(Dataset):
     """Records of one split of a store: ``(image tensor, label indices per rank)``; nulls are ``-1``."""
 
-    def __init__(self, store: Store, indices: np.ndarray, transform: v2.Compose, channels: int) -> None:
+    def __init__(self, store: Store, indices: np.ndarray, transform: v2.Compose, channels: int,
+                 labels: np.ndarray | None = None) -> None:
         self.store = store
         self.indices = np.asarray(indices, dtype=np.int64)
         self.transform = transform
         self.channels = channels
+        self.labels = store.labels if labels is None else labels  # [N_store, R]; a copy when labels are hidden
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -129,4 +131,4 @@ class ImageStoreDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = int(self.indices[i])
         img = decode(self.store.record_bytes(idx), self.channels)
-        return self.transform(img), torch.from_numpy(self.store.labels[idx])
+        return self.transform(img), torch.from_numpy(self.labels[idx])

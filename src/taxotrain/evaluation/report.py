@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import json
 import os
@@ -15,9 +16,12 @@ import numpy as np
 
 from taxotrain.data.images import ImageStoreDataset, build_transforms
 from taxotrain.data.store import SPLITS, Store
+from taxotrain.evaluation.hierarchy import hierarchy_metrics
 from taxotrain.evaluation.metrics import confusion, evaluate_probs, loader_for, predict_probs
 from taxotrain.evaluation.plots import plot_confusion, plot_curves
+from taxotrain.inference.decode import choose_thresholds, decode, roll_up
 from taxotrain.run import LoadedRun, RunError, RunPaths, load_run
+from taxotrain.taxonomy import NULL
 from taxotrain.training.datamodule import resolve_workers
 
 
@@ -39,8 +43,14 @@ def _store_for(run: LoadedRun, store: str | Path | None) -> Store:
 
 
 def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: str = "test",
-                 checkpoint: str = "best", batch_size: int | None = None, workers: int | None = None) -> EvalResult:
-    """Evaluate ``checkpoints/<checkpoint>.ckpt`` of ``run_dir`` on ``split`` and write the report files there."""
+                 checkpoint: str = "best", batch_size: int | None = None, workers: int | None = None,
+                 tta: str = "none", target_precision: float = 0.9) -> EvalResult:
+    """Evaluate ``checkpoints/<checkpoint>.ckpt`` of ``run_dir`` on ``split`` and write the report files there.
+
+    ``tta`` averages predictions over test-time views: ``none``, ``flip`` or ``dihedral`` (8 flips/rotations).
+    Roll-up thresholds (the deepest rank ``predict`` reports) are chosen on the val split so that each rank's
+    decoded predictions reach ``target_precision``, and saved to ``rollup.json``.
+    """
     if split not in SPLITS:
         raise RunError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
     paths = RunPaths(Path(run_dir))
@@ -55,12 +65,31 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     meta = run.meta
     tf = build_transforms(int(meta["image_size"]), meta["mean"], meta["std"], train=False,
                           pad_fill=meta.get("pad_fill", "edge"))
-    ds = ImageStoreDataset(st, indices, tf, run.in_chans)
     bs = batch_size or run.config.data.batch_size * 2
     nw = resolve_workers(run.config.data.num_workers if workers is None else workers)
-    probs, labels = predict_probs(run.model, loader_for(ds, bs, nw), run.taxonomy.ranks)
+
+    def split_probs(idx: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        ds = ImageStoreDataset(st, idx, tf, run.in_chans)
+        return predict_probs(run.model, loader_for(ds, bs, nw), run.taxonomy.ranks, tta=tta)
+
+    probs, labels = split_probs(indices)
     metrics, rows = evaluate_probs(probs, labels, run.taxonomy)
+    decoded = decode(probs, run.taxonomy)
+    metrics["hierarchy"] = hierarchy_metrics(decoded.labels, labels, probs, run.taxonomy)
+    if len(st.splits["val"]):
+        val_probs, val_labels = (probs, labels) if split == "val" else split_probs(st.splits["val"])
+        val_decoded = decode(val_probs, run.taxonomy)
+        thresholds = choose_thresholds(val_decoded.scores, val_decoded.labels, val_labels, target_precision)
+        rollup = {"target_precision": target_precision, "chosen_on": "val",
+                  "thresholds": dict(zip(run.taxonomy.ranks, thresholds, strict=True))}
+        _atomic_text(paths.root / "rollup.json", json.dumps(rollup, indent=2) + "\n")
+        deepest, _ = roll_up(decoded, thresholds)
+        metrics["hierarchy"]["rollup"] = {
+            **rollup, "reported_at": {rank: float((deepest == r).mean()) for r, rank in enumerate(run.taxonomy.ranks)},
+            "precision_at_reported_rank": _rollup_precision(decoded.labels, labels, deepest)}
+    digest = hashlib.sha1(indices.tobytes() + str(st.attrs.get("created")).encode()).hexdigest()[:16]
     metrics["evaluation"] = {"split": split, "records": int(len(indices)), "checkpoint": str(run.checkpoint),
+                             "tta": tta, "split_digest": digest,
                              "store": str(st.path), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     files = [_write_json(paths.metrics_json, metrics), _write_per_class(paths.per_class, rows)]
@@ -72,6 +101,15 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     files += confusions + curves
     report = _write_html(paths, run, metrics, rows, confusions, curves)
     return EvalResult(metrics, report, files + [report])
+
+
+def _rollup_precision(decoded: np.ndarray, labels: np.ndarray, deepest: np.ndarray) -> float | None:
+    rows = np.flatnonzero(deepest >= 0)
+    known = labels[rows, deepest[rows]] != NULL
+    rows = rows[known]
+    if not len(rows):
+        return None
+    return float((decoded[rows, deepest[rows]] == labels[rows, deepest[rows]]).mean())
 
 
 def _atomic_text(path: Path, text: str) -> Path:
@@ -126,13 +164,16 @@ details {{ margin: 1em 0 }}
 </style></head><body>
 <h1>taxotrain report: {html.escape(paths.root.name)}</h1>
 <p class="meta">{html.escape(ev['split'])} split of <code>{html.escape(ev['store'])}</code>, {ev['records']} records;
-checkpoint <code>{html.escape(ev['checkpoint'])}</code>; backbone <code>{html.escape(cfg.model.backbone)}</code> at
-{run.meta['image_size']} px, {run.in_chans} channel(s); evaluated {html.escape(ev['date'])}.</p>
+checkpoint <code>{html.escape(ev['checkpoint'])}</code>; test-time augmentation: {html.escape(ev['tta'])};
+backbone <code>{html.escape(cfg.model.backbone)}</code> at {run.meta['image_size']} px, {run.in_chans} channel(s);
+evaluated {html.escape(ev['date'])}.</p>
 <h2>Metrics per rank</h2>
 <table><tr>{head}</tr>{body}</table>
 <p class="meta">Fractions. Records unknown at a rank are left out of that rank. Files:
 <a href="metrics.json">metrics.json</a>, <a href="per_class.csv">per_class.csv</a>,
 <a href="metrics.csv">metrics.csv</a> (per epoch), <a href="config.yaml">config.yaml</a>.</p>
+<h2>Does the hierarchy pay?</h2>
+{_hierarchy_html(metrics, ranks)}
 <h2>Training curves and confusion matrices</h2>
 {imgs}
 <h2>Per class</h2>
@@ -144,10 +185,34 @@ checkpoint <code>{html.escape(ev['checkpoint'])}</code>; backbone <code>{html.es
     return _atomic_text(paths.report, page)
 
 
+def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
+    h = metrics.get("hierarchy")
+    if not h:
+        return ""
+    keys = ["chain_accuracy", "partial_chain_accuracy", "mistake_severity", "mistake_tree_distance",
+            "hierarchical_precision", "hierarchical_recall", "hierarchical_f1"]
+    first = "".join(f"<tr><td>{k.replace('_', ' ')}</td><td>{_fmt(h[k])}</td></tr>" for k in keys)
+    per_rank = "".join(
+        f"<tr><td>{html.escape(r)}</td><td>{_fmt(metrics[r]['top1'])}</td><td>{_fmt(h['decoded_top1'][r])}</td>"
+        f"<td>{_fmt(h['coarse_from_fine'].get(r))}</td></tr>" for r in ranks)
+    roll = h.get("rollup")
+    roll_txt = ""
+    if roll:
+        at = ", ".join(f"{r} {v:.1%}" for r, v in roll["reported_at"].items())
+        roll_txt = (f"<p class=\"meta\">Roll-up (target precision {roll['target_precision']:.0%}, thresholds chosen "
+                    f"on val): reported at {at}; precision at the reported rank "
+                    f"{_fmt(roll['precision_at_reported_rank'])}.</p>")
+    return (f"<table>{first}</table><table><tr><th>rank</th><th>head top-1</th><th>consistent path top-1</th>"
+            f"<th>finest head summed to this rank</th></tr>{per_rank}</table>{roll_txt}"
+            "<p class=\"meta\">Mistake severity: mean number of ranks up to the common ancestor of a wrong finest "
+            "prediction and the truth (1 = sibling). Hierarchical P/R/F1 count every node on the predicted and true "
+            "paths (Kiritchenko et al.).</p>")
+
+
 def summary_line(result: EvalResult) -> str:
     """One line per rank: top-1 and macro-F1."""
     parts = [f"{r} top1 {m['top1']:.3f} macro-F1 {m['macro_f1']:.3f}" for r, m in result.metrics.items()
-             if r != "evaluation" and isinstance(m, dict) and m.get("top1") is not None]
+             if r not in ("evaluation", "hierarchy") and isinstance(m, dict) and m.get("top1") is not None]
     return "; ".join(parts) + f"; report {result.report}"
 
 

@@ -46,5 +46,6 @@ def build_model(cfg: ModelConfig, taxonomy: Taxonomy, in_chans: int, pretrained:
     backbone = create_backbone(cfg.backbone, pretrained=use_pretrained,
                                pretrained_path=cfg.pretrained_path if use_pretrained else None, in_chans=in_chans,
                                drop_path_rate=cfg.drop_path_rate)
-    head = create_head(cfg.head, backbone.num_features, taxonomy, drop_rate=cfg.drop_rate)
+    extra = {"condition": cfg.head_condition} if cfg.head == "conditional" else {}
+    head = create_head(cfg.head, backbone.num_features, taxonomy, drop_rate=cfg.drop_rate, **extra)
     return TaxonomicClassifier(backbone, head, list(taxonomy.ranks))

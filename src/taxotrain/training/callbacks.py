@@ -113,7 +113,7 @@ class PlainProgress(L.Callback):
         parts = [f"{k.removeprefix('val/')} {float(v):.4f}" for k, v in m.items()
                  if k.startswith("val/") and (k.endswith("/top1") or k == "val/loss")]
         self._print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done in {time.time() - self._t0:.0f}s: "
-                    f"train loss {getattr(pl_module, 'train_loss_mean', float('nan')):.4f}, " + ", ".join(parts))
+                    f"train loss {getattr(pl_module, 'train_loss_mean', float('nan')):.4f}; val " + ", ".join(parts))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -6,12 +6,14 @@ import os
 from collections.abc import Iterator
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from taxotrain.config import Config
+from taxotrain.config import Config, ConfigError
 from taxotrain.data.images import ImageStoreDataset, build_transforms
 from taxotrain.data.store import Store
+from taxotrain.taxonomy import NULL
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -30,6 +32,28 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+def hide_labels(store: Store, fractions: dict[str, float] | None, seed: int) -> np.ndarray | None:
+    """A copy of the store's labels with a seeded fraction of train records made unknown at a rank and every finer
+    rank (partial identifications, e.g. records known only to genus). ``None`` when nothing is hidden."""
+    if not fractions:
+        return None
+    unknown = set(fractions) - set(store.ranks)
+    if unknown:
+        raise ConfigError(f"bad value for 'data.hide_labels': rank(s) {', '.join(sorted(unknown))} not in the store; "
+                          f"its ranks are {', '.join(store.ranks)}")
+    labels = store.labels.copy()
+    rng = np.random.default_rng(seed + 7919)
+    train = store.splits["train"]
+    for rank, fraction in fractions.items():
+        if not 0 <= fraction <= 1:
+            raise ConfigError(f"bad value for 'data.hide_labels.{rank}': {fraction}; give a fraction in [0, 1]")
+        r = store.ranks.index(rank)
+        known = train[labels[train, r] != NULL]
+        chosen = rng.choice(known, size=int(round(fraction * len(known))), replace=False)
+        labels[chosen, r:] = NULL
+    return labels
 
 
 def resolve_workers(num_workers: int | str) -> int:
@@ -59,7 +83,8 @@ class ImageDataModule(L.LightningDataModule):
         """The dataset of one split, with training or evaluation transforms."""
         d = self.cfg.data
         tf = build_transforms(d.image_size, self.mean, self.std, train, d.augment if train else None, d.pad_fill)
-        return ImageStoreDataset(self.store, self.store.splits[split], tf, self.channels)
+        labels = hide_labels(self.store, d.hide_labels, self.cfg.run.seed) if split == "train" else None
+        return ImageStoreDataset(self.store, self.store.splits[split], tf, self.channels, labels)
 
     def _loader(self, ds: ImageStoreDataset, batch_size: int, sampler: Sampler | None, drop_last: bool) -> DataLoader:
         return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=drop_last,

@@ -135,10 +135,12 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     dm = ImageDataModule(cfg, store)
     model = build_model(cfg.model, taxonomy, dm.channels)
-    loss = MultiRankLoss.from_config(cfg.loss, taxonomy.ranks)
+    loss = MultiRankLoss.from_config(cfg.loss, taxonomy)
     meta = {"kind": "image", "in_chans": dm.channels, "mean": dm.mean, "std": dm.std,
             "image_size": cfg.data.image_size, "pad_fill": cfg.data.pad_fill, "store": str(store.path.resolve())}
     module = ClassifierModule(model, loss, cfg, taxonomy, meta)

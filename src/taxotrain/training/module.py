@@ -14,9 +14,10 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from taxotrain import __version__
 from taxotrain.config import Config, OptimConfig, config_to_dict
-from taxotrain.losses import MultiRankLoss
+from taxotrain.losses import GradNorm, MultiRankLoss
 from taxotrain.run import CKPT_KEY
 from taxotrain.taxonomy import NULL, Taxonomy
+from taxotrain.training.mixing import TaxonomyMixer
 
 
 def rank_metrics(num_classes: int) -> MetricCollection:
@@ -53,6 +54,9 @@ class ClassifierModule(L.LightningModule):
             str(r): rank_metrics(n) for r, n in enumerate(taxonomy.num_classes)})
         self._train_loss_sum = 0.0
         self._train_batches = 0
+        self.mixer = TaxonomyMixer(config.mix, taxonomy.ranks)
+        self.gradnorm = (GradNorm(len(taxonomy.ranks), config.loss.gradnorm_alpha, config.loss.gradnorm_lr)
+                         if config.loss.weighting == "gradnorm" else None)
         self.channels_last = config.trainer.channels_last
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -66,9 +70,18 @@ class ClassifierModule(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
 
+    def _shared_parameter(self) -> torch.Tensor:
+        """The last weight matrix/kernel of the backbone: where GradNorm measures each rank's gradient."""
+        return [p for p in self.model.backbone.parameters() if p.ndim > 1][-1]
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        parts = self.loss(self.model(x), y)
+        x, partner, lam = self.mixer(x, y)
+        per_rank = self.loss.rank_losses(self.model(x), y, partner, lam)
+        weights = self.gradnorm.step(per_rank, self._shared_parameter()) if self.gradnorm is not None else None
+        parts = self.loss.combine(per_rank, weights)
+        if weights is not None:
+            parts.update({f"{rank}/weight": w for rank, w in zip(self.taxonomy.ranks, weights, strict=True)})
         self.log_dict({f"train/{k}": v for k, v in parts.items()}, on_step=True, on_epoch=False,
                       batch_size=len(x))
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)

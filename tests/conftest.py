@@ -1,0 +1,77 @@
+"""Shared fixtures: a small real plankton subset (read in place from ../shared), a synthetic set, a trained run."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+
+PLANKTON = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "plankton"
+# Six classes from three groups; two hang directly under their group (null subgroup), as in the real tree.
+SUBSET_CLASSES = ["acantharia_protist", "protist_noctiluca", "copepod_cyclopoid_oithona", "amphipods",
+                  "chaetognath_sagitta", "diatom_chain_string"]
+FAST = ["model.backbone=test_resnet", "data.image_size=32", "data.batch_size=32", "data.num_workers=0",
+        "trainer.log_every_n_steps=5", "logging.mlflow=false", "logging.tensorboard=false"]
+
+
+def need_plankton() -> Path:
+    """The shared plankton folder, or skip the test with the reason."""
+    if not (PLANKTON / "images").is_dir() or not (PLANKTON / "taxonomy.csv").is_file():
+        pytest.skip(f"real plankton data not found at {PLANKTON} (the ../shared folder beside the repo)")
+    return PLANKTON
+
+
+def taxonomy_rows() -> dict[str, dict[str, str]]:
+    """The plankton taxonomy table keyed by class."""
+    with (need_plankton() / "taxonomy.csv").open(newline="") as fh:
+        return {r["class"]: r for r in csv.DictReader(fh)}
+
+
+@pytest.fixture(scope="session")
+def plankton_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A manifest of up to 60 real images per subset class, with absolute paths into ../shared (no copies)."""
+    root = need_plankton()
+    rows = taxonomy_rows()
+    path = tmp_path_factory.mktemp("plankton") / "manifest.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["filepath", "group", "subgroup", "class"])
+        for cls in SUBSET_CLASSES:
+            for img in sorted((root / "images" / cls).glob("*.jpg"))[:60]:
+                r = rows[cls]
+                writer.writerow([str(img), r["group"], r["subgroup"], cls])
+    return path
+
+
+@pytest.fixture(scope="session")
+def plankton_store(plankton_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The subset prepared into a store."""
+    from taxotrain.data.prepare import prepare_images
+
+    out = tmp_path_factory.mktemp("store") / "subset.h5"
+    prepare_images(None, out, ["group", "subgroup", "class"], manifest=plankton_manifest, workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(plankton_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-epoch run of a tiny timm model on the plankton subset, through the real CLI."""
+    from taxotrain.cli import main
+
+    run = tmp_path_factory.mktemp("runs") / "subset"
+    code = main(["fit", f"data.store={plankton_store}", f"run.dir={run}", "trainer.max_epochs=2",
+                 "logging.mlflow=true", "logging.tensorboard=true", *[f for f in FAST if "logging" not in f]])
+    assert code == 0
+    return run
+
+
+@pytest.fixture(scope="session")
+def synthetic_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The demo's synthetic 3-rank image set (images folder, taxonomy.csv), 8 images per species."""
+    from taxotrain.demo import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("synthetic"), per_species=8)

@@ -1,0 +1,69 @@
+"""evaluate on a trained run: metrics.json, per_class.csv, plots and report.html, and its errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from taxotrain.cli import main
+from taxotrain.data.store import Store
+
+
+def test_evaluate_writes_sane_report(trained_run: Path, plankton_store: Path) -> None:
+    assert main(["evaluate", str(trained_run)]) == 0
+    store = Store(plankton_store)
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["evaluation"]["split"] == "test" and metrics["evaluation"]["records"] == len(store.splits["test"])
+    for rank in store.ranks:
+        m = metrics[rank]
+        assert set(m) >= {"top1", "top5", "macro_f1", "balanced_accuracy"}
+        assert all(0.0 <= m[k] <= 1.0 for k in ("top1", "top5", "macro_f1", "balanced_accuracy"))
+        assert m["top5"] >= m["top1"]
+    assert metrics["group"]["top5"] == 1.0  # the subset has 4 groups, so the true group is always in the top 5
+    r = store.ranks.index("subgroup")
+    assert metrics["subgroup"]["n"] == int((store.labels[store.splits["test"], r] >= 0).sum())
+
+    with (trained_run / "per_class.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == sum(store.taxonomy.num_classes)
+    for rank in store.ranks:
+        assert sum(int(x["support"]) for x in rows if x["rank"] == rank) == metrics[rank]["n"]
+
+    html = (trained_run / "report.html").read_text()
+    linked = re.findall(r'(?:src|href)="([^"]+)"', html)
+    for rank in store.ranks:
+        assert f"confusion_{rank}.png" in linked
+    assert "curves_loss.png" in linked and "curves_accuracy.png" in linked
+    for name in linked:
+        assert (trained_run / name).is_file(), f"report links a missing file: {name}"
+    with Image.open(trained_run / "confusion_class.png") as im:
+        assert im.size[0] > 500
+
+
+def test_evaluate_with_tta_records_it(trained_run: Path) -> None:
+    assert main(["evaluate", str(trained_run), "--tta", "flip", "--split", "val"]) == 0
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["evaluation"]["tta"] == "flip" and metrics["evaluation"]["split"] == "val"
+    assert "test-time augmentation: flip" in (trained_run / "report.html").read_text()
+
+
+def test_evaluate_a_folder_without_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no checkpoints/best.ckpt" in err and err.count("\n") == 0
+
+
+def test_checkpoint_from_elsewhere_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "run" / "checkpoints" / "best.ckpt")
+    assert main(["evaluate", str(tmp_path / "run")]) == 2
+    assert "not a taxotrain checkpoint" in capsys.readouterr().err
+    (tmp_path / "run" / "checkpoints" / "best.ckpt").write_bytes(b"garbage")
+    assert main(["predict", str(tmp_path / "run"), str(tmp_path)]) == 2
+    assert "not a loadable checkpoint" in capsys.readouterr().err

@@ -1,0 +1,58 @@
+"""predict: CSV columns, recursive folders, paths as found, an error row for an unreadable file."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from taxotrain.cli import main
+from taxotrain.data.store import Store
+from tests.conftest import need_plankton
+
+
+def test_predict_csv(trained_run: Path, plankton_store: Path, tmp_path: Path) -> None:
+    root = need_plankton() / "images"
+    folder = tmp_path / "new"
+    (folder / "deep" / "deeper").mkdir(parents=True)
+    picks = sorted((root / "amphipods").glob("*.jpg"))[:3] + sorted((root / "diatom_chain_string").glob("*.jpg"))[:2]
+    for i, p in enumerate(picks):
+        shutil.copy(p, (folder / "deep" / "deeper" if i % 2 else folder) / p.name)
+    (folder / "deep" / "broken.jpg").write_bytes(picks[0].read_bytes()[:200])
+    (folder / "notes.txt").write_text("skipped: not an image suffix")
+    single = picks[-1]
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(trained_run), str(folder), str(single), "--out", str(out), "--topk", "5"]) == 0
+    with out.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        columns = reader.fieldnames
+    tax = Store(plankton_store).taxonomy
+    ranks = tax.ranks
+    expected = ["path"] + [c for r in ranks for c in (r, f"{r}_score")]
+    expected += ["deepest_rank", "deepest_label"]
+    expected += [c for i in range(1, 6) for c in (f"class_top{i}", f"class_top{i}_score")] + ["error"]
+    assert columns == expected
+    assert len(rows) == 7
+    paths = [r["path"] for r in rows]
+    assert str(folder / "deep" / "broken.jpg") in paths and str(single) in paths
+    assert str(folder / "deep" / "deeper" / picks[1].name) in paths
+    for r in rows:
+        if r["path"].endswith("broken.jpg"):
+            assert r["error"] and r["class"] == ""
+            continue
+        assert r["error"] == "" and r["class"] in tax.names[2]
+        scores = [float(r[f"class_top{i}_score"]) for i in range(1, 6)]
+        assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1
+        # the rank columns are one consistent path through the tree
+        lineage = tax.lineage_names(2, tax.index(2, r["class"]))
+        assert [r["group"], r["subgroup"] or None, r["class"]] == lineage
+        if r["deepest_rank"]:
+            assert r["deepest_label"] == r[r["deepest_rank"]]
+
+
+def test_predict_missing_input_is_clear(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", str(trained_run), "no/such/folder"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
