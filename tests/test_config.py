@@ -96,3 +96,9 @@ def test_every_shipped_recipe_parses() -> None:
 def test_commented_yaml_round_trips_non_defaults() -> None:
     cfg = load_config(None, ["data.augment.policy=randaugment", "model.pretrained_path=/x.pth"])
     assert Config.model_validate(yaml.safe_load(commented_yaml(instance=cfg))) == cfg
+
+
+def test_yaml_map_without_space_gets_a_hint() -> None:
+    with pytest.raises(ConfigError, match="space after each colon"):
+        load_config(None, ["data.hide_labels={class:0.3}"])
+    assert load_config(None, ["data.hide_labels={class: 0.3}"]).data.hide_labels == {"class": 0.3}

@@ -128,6 +128,9 @@ class TrainerConfig(_Section):
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, mps")
     devices: int | str = Field("auto", description="devices to use; more than one GPU trains with DDP")
     precision: str = Field("auto", description="auto = bf16/16 mixed precision on GPU, 32 on CPU; or a Lightning value")
+    ema: bool = Field(False, description="keep an exponential moving average of the weights; val, checkpoints and "
+                      "predictions use it")
+    ema_decay: float = Field(0.998, gt=0, lt=1, description="EMA decay per step (0.998 ~ averages the last 500 steps)")
     channels_last: bool = Field(True, description="channels_last memory format: faster convolutions on CPU and GPU")
     gradient_clip_val: float | None = Field(1.0, description="clip the gradient norm to this value (null = off)")
     monitor: str = Field("auto", description="val metric that picks best.ckpt, e.g. val/group/top1; auto = finest top1")
@@ -285,7 +288,8 @@ def _one_line(exc: ValidationError) -> str:
     if err["type"] == "literal_error":
         msg = msg.replace("Input should be", "allowed:")
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"bad value for '{key}': {got!r}; {msg}{more}"
+    hint = "; in YAML maps put a space after each colon, e.g. {class: 0.3}" if ":" in key else ""
+    return f"bad value for '{key}': {got!r}; {msg}{more}{hint}"
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -127,3 +127,17 @@ def test_hierarchy_switches_train_every_head_with_30_percent_of_class_labels_hid
         assert changed == set(trained), f"{head}: untrained head parameters {set(trained) - changed}"
         rows = _rows(run)
         assert all(f"val/{rank}/top1" in rows[0] for rank in store.ranks)
+
+
+def test_ema_weights_are_what_the_checkpoint_serves(plankton_store: Path, tmp_path: Path) -> None:
+    from taxotrain.run import load_run
+
+    run = tmp_path / "ema"
+    assert main(["fit", f"data.store={plankton_store}", f"run.dir={run}", "trainer.max_epochs=1", "trainer.ema=true",
+                 "trainer.ema_decay=0.9", *FAST]) == 0
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "current_model_state" in ckpt
+    key = next(k for k in ckpt["state_dict"] if k.startswith("model.") and k.endswith("weight"))
+    assert not torch.equal(ckpt["state_dict"][key], ckpt["current_model_state"][key])
+    served = load_run(run, which="last").model.state_dict()
+    assert torch.equal(served[key.removeprefix("model.")], ckpt["state_dict"][key])

@@ -50,7 +50,7 @@ def read_image_file(path: Path, channels: int) -> torch.Tensor:
     except UnidentifiedImageError as exc:
         raise ValueError("not an image (unrecognised format)") from exc
     except (OSError, SyntaxError) as exc:
-        raise ValueError("truncated image" if "truncated" in str(exc) else f"cannot decode: {exc}") from exc
+        raise ValueError("truncated image" if "truncated" in str(exc).lower() else f"cannot decode: {exc}") from exc
     tensor = torch.from_numpy(arr.copy())
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
 

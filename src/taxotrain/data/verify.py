@@ -55,7 +55,7 @@ def verify_image(path: Path) -> Verified:
         return Verified(False, "not an image (unrecognised format)")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         text = str(exc)
-        reason = "truncated image" if "truncated" in text else f"cannot decode: {text}"
+        reason = "truncated image" if "truncated" in text.lower() else f"cannot decode: {text}"
         return Verified(False, reason)
     if rgb.size == 0 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         return Verified(False, "image has no pixels")

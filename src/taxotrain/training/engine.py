@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint, RichProgressBar
 
 from taxotrain.config import Config, ConfigError, read_yaml, save_config
 from taxotrain.data.store import Store
@@ -83,6 +83,17 @@ def resolve_resume(paths: RunPaths, resume: str | None, cfg: Config) -> str | No
     return ckpt
 
 
+def _forget_cached_mlflow_stores() -> None:
+    """MLflow keeps one store per URI for the life of the process. When a run folder is new (e.g. a demo folder
+    deleted and rewritten in the same process) the cached store would point at files that are gone."""
+    try:
+        from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+        TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    except (ImportError, AttributeError):  # private API: newer MLflow may cache differently
+        pass
+
+
 def build_loggers(cfg: Config, paths: RunPaths, resuming: bool) -> list[Any]:
     """TensorBoard and MLflow (local file store in the run folder) loggers, plus optional W&B/Comet."""
     from lightning.pytorch import loggers as pl_loggers
@@ -96,6 +107,8 @@ def build_loggers(cfg: Config, paths: RunPaths, resuming: bool) -> list[Any]:
         uri = cfg.logging.mlflow_uri or (paths.root.resolve() / "mlruns").as_uri()
         if uri.startswith("file:"):  # MLflow 3 keeps its file store behind an opt-in; it is the no-server option
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            if not (paths.root.resolve() / "mlruns").exists():
+                _forget_cached_mlflow_stores()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             logger = pl_loggers.MLFlowLogger(experiment_name="taxotrain", run_name=name, tracking_uri=uri,
@@ -153,6 +166,8 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     all_callbacks: list[L.Callback] = [EpochCSV(paths.metrics_csv, {"image_size": cfg.data.image_size,
                                                                 "batch_size": cfg.data.batch_size}),
                                    RNGState(), *(callbacks or []), checkpoint]
+    if cfg.trainer.ema:
+        all_callbacks.insert(0, EMAWeightAveraging(decay=cfg.trainer.ema_decay))
     if cfg.trainer.early_stopping_patience is not None:
         all_callbacks.append(EarlyStopping(monitor=monitor, mode=cfg.trainer.monitor_mode,
                                        patience=cfg.trainer.early_stopping_patience))
