@@ -51,7 +51,7 @@ class DataConfig(_Section):
         description="how the padding to square is filled: edge = repeat border pixels, mean = dataset mean, "
         "zero = black",
     )
-    batch_size: int = Field(128, ge=1, description="training batch size (evaluation uses twice this)")
+    batch_size: int = Field(64, ge=1, description="training batch size (evaluation uses twice this)")
     num_workers: int | Literal["auto"] = Field(
         "auto", description="DataLoader worker processes; auto = number of CPU cores, at most 8"
     )
@@ -92,7 +92,7 @@ class OptimConfig(_Section):
     weight_decay: float = Field(0.05, ge=0, description="decoupled weight decay (not applied to norms and biases)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov)")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="LR schedule after warmup, stepped per batch")
-    warmup_epochs: float = Field(1.0, ge=0, description="linear warmup length in epochs (fractions allowed)")
+    warmup_epochs: float = Field(0.5, ge=0, description="linear warmup length in epochs (fractions allowed)")
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="final LR of the cosine schedule, as a fraction of lr")
 
 

@@ -66,7 +66,7 @@ def test_decoding_is_consistent_with_the_tree() -> None:
     assert len({tuple(r) for r in labels}) > 3
 
 
-def test_decoding_sums_finer_probabilities_into_parents() -> None:
+def test_decoding_follows_the_path_the_finer_heads_support() -> None:
     # the family head slightly prefers F2, but the species head puts 0.8 of its mass under F1 (S1+S2+S3)
     probs = {"family": np.array([[0.45, 0.55]]), "genus": np.array([[0.3, 0.3, 0.2, 0.2]]),
              "species": np.array([[0.3, 0.3, 0.2, 0.05, 0.15]])}

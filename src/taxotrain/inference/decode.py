@@ -1,9 +1,14 @@
 """Consistent decoding: predictions at every rank that agree with the tree, and the confidence roll-up.
 
-Top-down, each rank chooses among the children of the node already chosen. A node's score is the mean of its own
-head's probability and the probability mass that finer heads put on everything below it (fine probabilities summed
-into their parents). Where some branches skip a rank (a class straight under its group) the option "no node at this
-rank" competes with its summed mass. The result is one root-to-leaf path per record.
+Every root-to-leaf path of the tree is a candidate. A path scores ``log p(leaf) + beta * mean_q log p_q(ancestor)``:
+the leaf's own head probability times the geometric mean of its ancestors' head probabilities to the power beta
+(a mean, not a sum, so paths that skip a rank are not favoured). The best path gives the label at every rank.
+
+``beta = 1`` was chosen on the plankton val split (class and group accuracy both highest there; an earlier
+top-down decoder lost 1-1.5 points of class accuracy to the head alone by committing to a coarse node first).
+
+Each rank's confidence, used by the roll-up, is the mean of that node's own head probability and the finest
+probabilities summed into it, so it never falls to zero for a node the coarse head doubts.
 """
 
 from __future__ import annotations
@@ -44,34 +49,38 @@ def endpoints(taxonomy: Taxonomy) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(paths, dtype=np.int64), np.asarray(ranks, dtype=np.int64)
 
 
-def decode(probs: dict[str, np.ndarray], taxonomy: Taxonomy) -> Decoded:
+DEFAULT_BETA = 1.0
+
+
+def decode(probs: dict[str, np.ndarray], taxonomy: Taxonomy, beta: float = DEFAULT_BETA) -> Decoded:
     """Best consistent path of each record from per-rank probabilities ``{rank: [N, n_rank]}``."""
     ranks = taxonomy.ranks
     paths, end_rank = endpoints(taxonomy)
     n = len(next(iter(probs.values())))
-    # mass of each endpoint: its own rank's head probability
-    mass = np.stack([probs[ranks[r]][:, paths[e, r]] for e, r in enumerate(end_rank)], axis=1)  # [N, E]
-    alive = np.ones_like(mass, dtype=bool)
-    labels = np.full((n, len(ranks)), NULL, dtype=np.int64)
+    logp = {r: np.log(np.clip(probs[r], 1e-12, None)) for r in ranks}
+    own = np.stack([logp[ranks[r]][:, paths[e, r]] for e, r in enumerate(end_rank)], axis=1)  # [N, E]
+    above = np.zeros_like(own)
+    count = np.zeros(len(paths))
+    for q, rank in enumerate(ranks[:-1]):
+        has = (paths[:, q] != NULL) & (end_rank > q)
+        above[:, has] += logp[rank][:, paths[has, q]]
+        count += has
+    best = (own + beta * above / np.maximum(count, 1)).argmax(1)
+    labels = paths[best]
     scores = np.zeros((n, len(ranks)))
+    fine = probs[ranks[-1]]
     rows = np.arange(n)
     for r, rank in enumerate(ranks):
-        member = np.zeros((len(paths), taxonomy.num_classes[r]))
-        known = paths[:, r] != NULL
-        member[np.flatnonzero(known), paths[known, r]] = 1.0
-        live_mass = mass * alive
-        summed = live_mass @ member  # [N, n_r]
-        reachable = (alive.astype(np.float64) @ member) > 0
-        q = np.where(reachable, 0.5 * (probs[rank] + summed), -1.0)
-        skip = (live_mass * ~known).sum(1)  # the "no node at this rank" option
-        can_skip = (alive & ~known).any(1)
-        best = q.argmax(1)
-        best_q = q[rows, best]
-        take_skip = can_skip & (skip > best_q)
-        labels[:, r] = np.where(take_skip, NULL, best)
-        scores[:, r] = np.where(take_skip, skip, best_q)
-        chosen = labels[:, r][:, None]
-        alive &= np.where(take_skip[:, None], ~known[None, :], paths[None, :, r] == chosen)
+        known = labels[:, r] != NULL
+        if r == len(ranks) - 1:
+            scores[:, r] = np.where(known, fine[rows, np.maximum(labels[:, r], 0)], 0.0)
+            continue
+        member = np.zeros((taxonomy.num_classes[-1], taxonomy.num_classes[r]))
+        col = taxonomy.ancestors[-1][:, r]
+        member[np.flatnonzero(col != NULL), col[col != NULL]] = 1.0
+        summed = fine @ member
+        node = np.maximum(labels[:, r], 0)
+        scores[:, r] = np.where(known, 0.5 * (probs[rank][rows, node] + summed[rows, node]), 0.0)
     return Decoded(labels, scores)
 
 
