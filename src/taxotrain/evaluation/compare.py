@@ -101,7 +101,7 @@ def _plot(rows: list[dict[str, Any]], names: list[str], path: Path) -> Path:
     axes[0].grid(axis="y", alpha=0.3)
     sev = next(r for r in rows if r["metric"] == "mistake_severity")
     axes[1].bar(names, [sev[n] for n in names], color=[f"C{i}" for i in range(len(names))])
-    axes[1].set_title("mistake severity\n(ranks to common ancestor; lower is better)", fontsize=9)
+    axes[1].set_title("mistake severity\n(lower is better)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
