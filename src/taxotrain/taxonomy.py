@@ -143,6 +143,14 @@ class Taxonomy:
                 return q, int(self.ancestors[rank][index, q])
         return None
 
+    def membership(self, rank: int) -> np.ndarray:
+        """0/1 matrix ``[n_finest, n_rank]``: which node at ``rank`` each finest node sits under (summing finest
+        probabilities into a coarser rank is ``probs @ membership``)."""
+        col = self.ancestors[-1][:, rank]
+        out = np.zeros((self.num_classes[-1], self.num_classes[rank]))
+        out[np.flatnonzero(col != NULL), col[col != NULL]] = 1.0
+        return out
+
     def lca_height(self, rank: int, a: int, b: int) -> int:
         """Ranks between two nodes of ``rank`` and their lowest common ancestor (0 = same node, rank+1 = root)."""
         if a == b:

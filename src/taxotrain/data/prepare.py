@@ -21,6 +21,7 @@ from taxotrain.data.ingest import Ingested, IngestError, from_folder, from_manif
 from taxotrain.data.split import stratified_split
 from taxotrain.data.store import FORMAT, FORMAT_VERSION
 from taxotrain.data.verify import Verified, verify_image
+from taxotrain.files import atomic_path
 from taxotrain.taxonomy import NULL
 
 COPY_CHUNK = 64 << 20
@@ -175,9 +176,7 @@ def _write_store(tmp: Path, spool: Path, ingested: Ingested, kept: list[tuple[in
 
 
 def _write_report(path: Path, skipped: list[tuple[str, str]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "reason"])
         writer.writerows(skipped)
-    os.replace(tmp, path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from taxotrain.evaluation.report import evaluate_run  # noqa: E402
+from taxotrain.files import atomic_path, write_text_atomic  # noqa: E402
 from taxotrain.run import RunError, RunPaths  # noqa: E402
 
 HIERARCHY_ROWS = [("chain_accuracy", "higher"), ("partial_chain_accuracy", "higher"),
@@ -75,15 +75,12 @@ def compare_runs(runs: list[str | Path], out: str | Path) -> Comparison:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "compare.csv"
-    with csv_path.open("w", newline="") as fh:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["metric", "better", *names])
         writer.writeheader()
         writer.writerows(rows)
     png = _plot(rows, names, out / "compare.png")
-    page = _html(rows, names, metrics, png)
-    tmp = out / ".compare.html.tmp"
-    tmp.write_text(page)
-    os.replace(tmp, out / "compare.html")
+    write_text_atomic(out / "compare.html", _html(rows, names, metrics, png))
     return Comparison(rows, csv_path, png, out / "compare.html")
 
 

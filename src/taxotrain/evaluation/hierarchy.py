@@ -57,10 +57,7 @@ def hierarchy_metrics(decoded: np.ndarray, target: np.ndarray, probs: dict[str, 
     out["coarse_from_fine"], out["head_top1"] = {}, {}
     fine_probs = probs[taxonomy.finest]
     for r, rank in enumerate(taxonomy.ranks[:-1]):
-        anc = taxonomy.ancestors[fine][:, r]
-        member = np.zeros((len(anc), taxonomy.num_classes[r]))
-        member[np.flatnonzero(anc != NULL), anc[anc != NULL]] = 1.0
-        summed = fine_probs @ member
+        summed = fine_probs @ taxonomy.membership(r)
         k = known[:, r]
         out["coarse_from_fine"][rank] = float((summed[k].argmax(1) == target[k, r]).mean()) if k.any() else None
         out["head_top1"][rank] = float((probs[rank][k].argmax(1) == target[k, r]).mean()) if k.any() else None

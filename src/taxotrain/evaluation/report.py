@@ -6,7 +6,6 @@ import csv
 import hashlib
 import html
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +18,7 @@ from taxotrain.data.store import SPLITS, Store
 from taxotrain.evaluation.hierarchy import hierarchy_metrics
 from taxotrain.evaluation.metrics import confusion, evaluate_probs, loader_for, predict_probs
 from taxotrain.evaluation.plots import plot_confusion, plot_curves
+from taxotrain.files import atomic_path, write_text_atomic
 from taxotrain.inference.decode import choose_thresholds, decode, roll_up
 from taxotrain.run import LoadedRun, RunError, RunPaths, load_run
 from taxotrain.taxonomy import NULL
@@ -82,7 +82,7 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
         thresholds = choose_thresholds(val_decoded.scores, val_decoded.labels, val_labels, target_precision)
         rollup = {"target_precision": target_precision, "chosen_on": "val",
                   "thresholds": dict(zip(run.taxonomy.ranks, thresholds, strict=True))}
-        _atomic_text(paths.root / "rollup.json", json.dumps(rollup, indent=2) + "\n")
+        write_text_atomic(paths.root / "rollup.json", json.dumps(rollup, indent=2) + "\n")
         deepest, _ = roll_up(decoded, thresholds)
         metrics["hierarchy"]["rollup"] = {
             **rollup, "reported_at": {rank: float((deepest == r).mean()) for r, rank in enumerate(run.taxonomy.ranks)},
@@ -112,24 +112,15 @@ def _rollup_precision(decoded: np.ndarray, labels: np.ndarray, deepest: np.ndarr
     return float((decoded[rows, deepest[rows]] == labels[rows, deepest[rows]]).mean())
 
 
-def _atomic_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
 def _write_json(path: Path, metrics: dict[str, Any]) -> Path:
-    return _atomic_text(path, json.dumps(metrics, indent=2) + "\n")
+    return write_text_atomic(path, json.dumps(metrics, indent=2) + "\n")
 
 
 def _write_per_class(path: Path, rows: list[dict[str, Any]]) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["rank", "class", "precision", "recall", "f1", "support"])
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
     return path
 
 
@@ -182,7 +173,7 @@ evaluated {html.escape(ev['date'])}.</p>
 {per_class}</table></details>
 </body></html>
 """
-    return _atomic_text(paths.report, page)
+    return write_text_atomic(paths.report, page)
 
 
 def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:

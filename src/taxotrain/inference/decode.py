@@ -75,10 +75,7 @@ def decode(probs: dict[str, np.ndarray], taxonomy: Taxonomy, beta: float = DEFAU
         if r == len(ranks) - 1:
             scores[:, r] = np.where(known, fine[rows, np.maximum(labels[:, r], 0)], 0.0)
             continue
-        member = np.zeros((taxonomy.num_classes[-1], taxonomy.num_classes[r]))
-        col = taxonomy.ancestors[-1][:, r]
-        member[np.flatnonzero(col != NULL), col[col != NULL]] = 1.0
-        summed = fine @ member
+        summed = fine @ taxonomy.membership(r)
         node = np.maximum(labels[:, r], 0)
         scores[:, r] = np.where(known, 0.5 * (probs[rank][rows, node] + summed[rows, node]), 0.0)
     return Decoded(labels, scores)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from taxotrain.data.images import build_transforms, read_image_file
 from taxotrain.data.ingest import IMAGE_SUFFIXES
 from taxotrain.evaluation.metrics import model_probs
+from taxotrain.files import atomic_path
 from taxotrain.inference.decode import decode, roll_up
 from taxotrain.run import LoadedRun, RunError, load_run
 from taxotrain.taxonomy import NULL
@@ -121,9 +121,8 @@ def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: st
     columns = ["path"] + [c for r in ranks for c in (r, f"{r}_score")]
     columns += ["deepest_rank", "deepest_label"]
     columns += [c for i in range(1, k + 1) for c in (f"{fine}_top{i}", f"{fine}_top{i}_score")] + ["error"]
-    tmp = out.with_name(f".{out.name}.tmp")
     n = errors = 0
-    with tmp.open("w", newline="") as fh:
+    with atomic_path(out) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for p in predict_files(run, files, topk, batch_size, workers, tta):
@@ -137,5 +136,4 @@ def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: st
             writer.writerow(row)
             n += 1
             errors += bool(p.error)
-    os.replace(tmp, out)
     return out, n, errors

@@ -147,11 +147,8 @@ class FlatHead(nn.Module):
         self.ranks = list(taxonomy.ranks)
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(in_features, taxonomy.num_classes[-1])
-        fine = taxonomy.ancestors[-1]
         for r in range(len(self.ranks) - 1):
-            member = torch.zeros(taxonomy.num_classes[-1], taxonomy.num_classes[r])
-            known = torch.as_tensor(fine[:, r] >= 0)
-            member[known.nonzero().flatten(), torch.as_tensor(fine[:, r])[known]] = 1.0
+            member = torch.from_numpy(taxonomy.membership(r)).float()
             self.register_buffer(f"member{r}", member, persistent=False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

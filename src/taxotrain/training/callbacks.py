@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import random
 import sys
 import time
@@ -14,6 +13,8 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from taxotrain.files import atomic_path
 
 
 class EpochCSV(L.Callback):
@@ -55,13 +56,11 @@ class EpochCSV(L.Callback):
         self._write(rows, columns)
 
     def _write(self, rows: list[dict[str, Any]], columns: list[str] | None) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("w", newline="") as fh:
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as fh:
             if columns:
                 writer = csv.DictWriter(fh, fieldnames=columns)
                 writer.writeheader()
                 writer.writerows(rows)
-        os.replace(tmp, self.path)
 
 
 class RNGState(L.Callback):
@@ -122,6 +121,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
