@@ -149,6 +149,7 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
     warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     dm = ImageDataModule(cfg, store)
