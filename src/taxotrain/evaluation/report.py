@@ -207,4 +207,4 @@ def summary_line(result: EvalResult) -> str:
     return "; ".join(parts) + f"; report {result.report}"
 
 
-__all__ = ["EvalResult", "evaluate_run", "summary_line", "np"]
+__all__ = ["EvalResult", "evaluate_run", "summary_line"]
