@@ -141,9 +141,48 @@ class TrainerConfig(_Section):
     limit_train_batches: float | int = Field(1.0, description="fraction or number of train batches per epoch")
     limit_val_batches: float | int = Field(1.0, description="fraction or number of val batches per epoch")
     log_every_n_steps: int = Field(50, ge=1, description="how often step metrics reach the loggers")
+    compile: bool = Field(False, description="torch.compile the model (mostly pays on GPU; the first steps are slow)")
+    compile_backend: str = Field("inductor", description="torch.compile backend, e.g. inductor, cudagraphs, eager")
     progress: Literal["auto", "rich", "plain", "none"] = Field(
         "auto", description="progress display: auto = rich bar on a terminal, plain log lines otherwise"
     )
+
+
+class StageConfig(_Section):
+    epochs: int | None = Field(None, ge=1, description="stage length in epochs (give this or fraction)")
+    fraction: float | None = Field(None, gt=0, le=1, description="stage length as a fraction of trainer.max_epochs")
+    image_size: int | None = Field(None, ge=8, le=2048, description="training image size (null = data.image_size)")
+    batch_size: int | Literal["auto"] | None = Field(
+        None, description="training batch size; auto = largest power of two that fits (probed on GPU); "
+        "null = data.batch_size")
+    lr_scale: float = Field(1.0, gt=0, description="multiplies the scheduled learning rate during this stage")
+    magnitude: int | None = Field(
+        None, ge=0, le=30, description="RandAugment magnitude (null = data.augment.magnitude)")
+    mixup_alpha: float | None = Field(None, ge=0, description="mixup alpha (null = mix.mixup_alpha)")
+    drop_rate: float | None = Field(None, ge=0, lt=1, description="dropout before the heads (null = model.drop_rate)")
+    drop_path_rate: float | None = Field(
+        None, ge=0, lt=1, description="stochastic depth (null = model.drop_path_rate)")
+
+
+class ProgressiveConfig(_Section):
+    stages: list[StageConfig] | None = Field(
+        None, description="explicit stages, e.g. [{epochs: 2, image_size: 32, batch_size: 128}, {epochs: 4}]; "
+        "stages given in epochs that fall short of trainer.max_epochs are extended by the last one")
+    start_size: int | None = Field(
+        None, ge=8, le=2048, description="compact form: first stage's image size; setting it turns progressive "
+        "learning on (stages are then generated)")
+    end_size: int | None = Field(
+        None, ge=8, le=2048, description="compact form: last stage's image size (null = data.image_size)")
+    num_stages: int = Field(4, ge=1, description="compact form: number of stages (equal numbers of epochs)")
+    start_regularization: float = Field(
+        0.33, ge=0, le=1, description="compact form: first stage's RandAugment magnitude, mixup alpha, dropout and "
+        "drop-path as a fraction of their configured (final) values; grows linearly to 1")
+    scale_batch: bool = Field(
+        False, description="compact form: grow the batch as the image shrinks (batch x (end/size)^2, rounded to 8) "
+        "with the LR scaled by the square root of the batch ratio")
+    auto_batch: bool = Field(
+        False, description="compact form: batch_size auto in every stage (probed per stage on GPU)")
+    size_multiple: int = Field(8, ge=1, description="compact form: stage image sizes are rounded to this multiple")
 
 
 class LoggingConfig(_Section):
@@ -165,6 +204,7 @@ class Config(_Section):
     loss: LossConfig = Field(default_factory=LossConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    progressive: ProgressiveConfig = Field(default_factory=ProgressiveConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 

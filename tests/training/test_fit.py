@@ -32,6 +32,8 @@ def test_run_folder_has_checkpoints_metrics_and_trackers(trained_run: Path, plan
         assert "RNGState" in ckpt["callbacks"]
     rows = _rows(trained_run)
     assert [int(r["epoch"]) for r in rows] == [0, 1]
+    # last.ckpt is the final epoch even when that epoch set no new best (what --resume auto continues from)
+    assert torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
     for rank in ranks:
         for metric in ("top1", "top5", "macro_f1"):
             assert 0.0 <= float(rows[-1][f"val/{rank}/{metric}"]) <= 1.0

@@ -6,6 +6,7 @@ import csv
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,9 @@ class EpochCSV(L.Callback):
     so the file always matches the checkpoint it continues from.
     """
 
-    def __init__(self, path: Path, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, path: Path, extra: Callable[[L.Trainer], dict[str, Any]] | None = None) -> None:
         self.path = Path(path)
-        self.extra = extra or {}
+        self.extra = extra or (lambda trainer: {})  # per-epoch extra columns, e.g. the stage's image/batch size
         self._t0 = time.time()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -46,7 +47,7 @@ class EpochCSV(L.Callback):
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
                "seconds": round(time.time() - self._t0, 2),
                "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan"),
-               "train/loss": getattr(pl_module, "train_loss_mean", float("nan")), **self.extra, **metrics}
+               "train/loss": getattr(pl_module, "train_loss_mean", float("nan")), **self.extra(trainer), **metrics}
         rows = []
         if self.path.is_file():
             with self.path.open(newline="") as fh:

@@ -14,6 +14,7 @@ from taxotrain.config import Config, ConfigError
 from taxotrain.data.images import ImageStoreDataset, build_transforms
 from taxotrain.data.store import Store
 from taxotrain.taxonomy import NULL
+from taxotrain.training.progressive import Stage, expand_stages, probe_batch_size, stage_at
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -69,20 +70,31 @@ def resolve_channels(cfg: Config, store: Store) -> int:
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Train/val/test loaders of an image store."""
+    """Train/val/test loaders of an image store. The train loader follows the progressive stage of the current
+    epoch (image size, batch size, RandAugment magnitude); val and test use the final stage's image size."""
 
-    def __init__(self, cfg: Config, store: Store) -> None:
+    def __init__(self, cfg: Config, store: Store, stages: list[Stage] | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.store = store
+        self.stages = stages or expand_stages(cfg)
         self.channels = resolve_channels(cfg, store)
         self.mean, self.std = store.norm(self.channels)
         self.workers = resolve_workers(cfg.data.num_workers)
+        self._train: tuple[int, DataLoader] | None = None  # (stage index, loader), reused within a stage
+        self.batch_sizes: dict[int, int] = {}  # stage index -> resolved batch size
 
-    def dataset(self, split: str, train: bool = False) -> ImageStoreDataset:
-        """The dataset of one split, with training or evaluation transforms."""
+    @property
+    def eval_size(self) -> int:
+        """Image size for validation, testing and prediction: the last stage's."""
+        return self.stages[-1].image_size
+
+    def dataset(self, split: str, train: bool = False, stage: Stage | None = None) -> ImageStoreDataset:
+        """The dataset of one split, with training (at ``stage``'s size and magnitude) or evaluation transforms."""
         d = self.cfg.data
-        tf = build_transforms(d.image_size, self.mean, self.std, train, d.augment if train else None, d.pad_fill)
+        size = stage.image_size if stage is not None else self.eval_size
+        augment = d.augment.model_copy(update={"magnitude": stage.magnitude}) if train and stage else d.augment
+        tf = build_transforms(size, self.mean, self.std, train, augment if train else None, d.pad_fill)
         labels = hide_labels(self.store, d.hide_labels, self.cfg.run.seed) if split == "train" else None
         return ImageStoreDataset(self.store, self.store.splits[split], tf, self.channels, labels)
 
@@ -91,10 +103,55 @@ class ImageDataModule(L.LightningDataModule):
                           num_workers=self.workers, persistent_workers=self.workers > 0,
                           pin_memory=torch.cuda.is_available(), prefetch_factor=4 if self.workers else None)
 
+    def current_stage(self) -> Stage:
+        """The stage of the trainer's current epoch (the first stage before training starts)."""
+        trainer = getattr(self, "trainer", None)
+        return stage_at(self.stages, trainer.current_epoch if trainer is not None else 0)
+
+    def stage_batch_size(self, stage: Stage) -> int:
+        """The stage's batch size; ``auto`` is probed on the GPU once per stage and is ``data.batch_size`` on CPU."""
+        if stage.index not in self.batch_sizes:
+            size = stage.batch_size
+            if size == "auto":
+                size = self._probe(stage)
+            self.batch_sizes[stage.index] = int(size)
+        return self.batch_sizes[stage.index]
+
+    def _probe(self, stage: Stage) -> int:
+        module = self.trainer.lightning_module if getattr(self, "trainer", None) is not None else None
+        device = module.device if module is not None else torch.device("cpu")
+        if module is None or device.type != "cuda":
+            print(f"stage {stage.index + 1}: batch_size auto needs a GPU to probe; using data.batch_size="
+                  f"{self.cfg.data.batch_size}", flush=True)
+            return self.cfg.data.batch_size
+        buffers = {k: v.clone() for k, v in module.state_dict().items() if "running" in k or "num_batches" in k}
+
+        def try_batch(n: int) -> None:
+            x = torch.randn(n, self.channels, stage.image_size, stage.image_size, device=device)
+            y = torch.zeros(n, len(self.store.ranks), dtype=torch.long, device=device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.cuda.is_bf16_supported()):
+                loss = module.loss(module.model(x), y)["loss"]
+            loss.backward()
+            module.model.zero_grad(set_to_none=True)
+
+        try:
+            found = probe_batch_size(try_batch, self.cfg.data.batch_size, cap=len(self.store.splits["train"]) // 2)
+        finally:
+            module.load_state_dict(buffers, strict=False)  # the probe's forward passes must not move BN statistics
+        found = max(8, int(found * 0.9) // 8 * 8)  # leave headroom for fragmentation and the optimizer step
+        print(f"stage {stage.index + 1}: batch_size auto -> {found} at {stage.image_size}px", flush=True)
+        return found
+
     def train_dataloader(self) -> DataLoader:
-        ds = self.dataset("train", train=True)
-        drop_last = len(ds) > self.cfg.data.batch_size  # a last batch of 1 breaks batch norm
-        return self._loader(ds, self.cfg.data.batch_size, EpochShuffleSampler(len(ds), self.cfg.run.seed), drop_last)
+        stage = self.current_stage()
+        if self._train is not None and self._train[0] == stage.index:
+            return self._train[1]  # same stage: keep the loader (and its persistent workers)
+        ds = self.dataset("train", train=True, stage=stage)
+        batch = self.stage_batch_size(stage)
+        drop_last = len(ds) > batch  # a last batch of 1 breaks batch norm
+        loader = self._loader(ds, batch, EpochShuffleSampler(len(ds), self.cfg.run.seed), drop_last)
+        self._train = (stage.index, loader)
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), self.cfg.data.batch_size * 2, None, False)

@@ -24,6 +24,7 @@ from taxotrain.taxonomy import Taxonomy
 from taxotrain.training.callbacks import AtomicCheckpointIO, EpochCSV, PlainProgress, RNGState
 from taxotrain.training.datamodule import ImageDataModule
 from taxotrain.training.module import ClassifierModule
+from taxotrain.training.progressive import StageRegularization, expand_stages, is_progressive, max_drop_path
 
 METRIC_NAMES = ("top1", "top5", "macro_f1")
 
@@ -152,21 +153,32 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
-    dm = ImageDataModule(cfg, store)
-    model = build_model(cfg.model, taxonomy, dm.channels)
+    stages = expand_stages(cfg)
+    dm = ImageDataModule(cfg, store, stages)
+    # built with the largest drop-path of any stage; StageRegularization scales it per stage
+    model = build_model(cfg.model.model_copy(update={"drop_path_rate": max_drop_path(stages)}), taxonomy, dm.channels)
     loss = MultiRankLoss.from_config(cfg.loss, taxonomy)
     meta = {"kind": "image", "in_chans": dm.channels, "mean": dm.mean, "std": dm.std,
-            "image_size": cfg.data.image_size, "pad_fill": cfg.data.pad_fill, "store": str(store.path.resolve())}
-    module = ClassifierModule(model, loss, cfg, taxonomy, meta)
+            "image_size": dm.eval_size, "pad_fill": cfg.data.pad_fill, "store": str(store.path.resolve())}
+    module = ClassifierModule(model, loss, cfg, taxonomy, meta, stages)
+    if cfg.trainer.compile:
+        model.compile(backend=cfg.trainer.compile_backend)  # in place: parameter names and checkpoints unchanged
 
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     save_config(cfg, paths.config)
     checkpoint = ModelCheckpoint(dirpath=paths.checkpoints, filename="best", monitor=monitor,
-                                 mode=cfg.trainer.monitor_mode, save_top_k=1, save_last=True,
+                                 mode=cfg.trainer.monitor_mode, save_top_k=1, save_last=False,
                                  auto_insert_metric_name=False, enable_version_counter=False)
-    all_callbacks: list[L.Callback] = [EpochCSV(paths.metrics_csv, {"image_size": cfg.data.image_size,
-                                                                "batch_size": cfg.data.batch_size}),
-                                   RNGState(), *(callbacks or []), checkpoint]
+    # last.ckpt by its own callback: Lightning >= 2.6 refreshes `save_last` only in epochs that also wrote a new
+    # best, so a run whose last epochs did not improve would resume from a stale epoch
+    last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", monitor=None, save_top_k=1,
+                           enable_version_counter=False)
+    def stage_columns(trainer: L.Trainer) -> dict[str, Any]:
+        stage = dm.current_stage()
+        return {"stage": stage.index + 1, "image_size": stage.image_size, "batch_size": dm.stage_batch_size(stage)}
+
+    all_callbacks: list[L.Callback] = [EpochCSV(paths.metrics_csv, stage_columns), StageRegularization(stages),
+                                       RNGState(), *(callbacks or []), checkpoint, last]
     if cfg.trainer.ema:
         all_callbacks.insert(0, EMAWeightAveraging(decay=cfg.trainer.ema_decay))
     if cfg.trainer.early_stopping_patience is not None:
@@ -185,6 +197,7 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
         log_every_n_steps=cfg.trainer.log_every_n_steps, enable_progress_bar=progress == "rich",
         enable_model_summary=False, num_sanity_val_steps=0, limit_train_batches=cfg.trainer.limit_train_batches,
         limit_val_batches=cfg.trainer.limit_val_batches, plugins=[AtomicCheckpointIO()],
+        reload_dataloaders_every_n_epochs=1 if len(stages) > 1 else 0,
     )
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"fit {cfg.model.backbone} ({n_params:.1f}M params, {dm.channels} input channel(s), "
@@ -192,6 +205,11 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
           f"{len(store.splits['val'])} val records; " + ", ".join(
               f"{n} {r}" for r, n in zip(taxonomy.ranks, taxonomy.num_classes, strict=True))
           + f"; run folder {paths.root}" + (f"; resuming from {ckpt_path}" if ckpt_path else ""), flush=True)
+    if is_progressive(cfg):
+        print("progressive stages: " + "; ".join(
+            f"epochs {s.start + 1}-{s.end} at {s.image_size}px, batch {s.batch_size}, lr x{s.lr_scale:.2f}, "
+            f"magnitude {s.magnitude}, mixup {s.mixup_alpha:.2f}, dropout {s.drop_rate:.2f}, "
+            f"drop-path {s.drop_path_rate:.2f}" for s in stages), flush=True)
     t0 = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     score = checkpoint.best_model_score

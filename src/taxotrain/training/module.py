@@ -18,6 +18,7 @@ from taxotrain.losses import GradNorm, MultiRankLoss
 from taxotrain.run import CKPT_KEY
 from taxotrain.taxonomy import NULL, Taxonomy
 from taxotrain.training.mixing import TaxonomyMixer
+from taxotrain.training.progressive import Stage, expand_stages, stage_at
 
 
 def rank_metrics(num_classes: int) -> MetricCollection:
@@ -29,13 +30,17 @@ def rank_metrics(num_classes: int) -> MetricCollection:
     })
 
 
-def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float, schedule: str) -> float:
-    """LR multiplier: linear warmup over ``warmup`` steps, then cosine down to ``min_ratio`` (or constant)."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
+def warmup_cosine(epoch: float, warmup: float, total: float, min_ratio: float, schedule: str) -> float:
+    """LR multiplier at ``epoch`` (fractional: 2.5 = half-way through the third epoch): linear warmup over
+    ``warmup`` epochs, then cosine down to ``min_ratio`` at ``total`` epochs (or constant).
+
+    The schedule is a function of training progress in epochs, not of a step count, so it stays continuous when a
+    progressive stage changes the batch size (and with it the number of steps per epoch)."""
+    if warmup > 0 and epoch < warmup:
+        return max(epoch / warmup, 1e-3)
     if schedule == "constant" or total <= warmup:
         return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, (epoch - warmup) / max(1e-9, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -43,8 +48,10 @@ class ClassifierModule(L.LightningModule):
     """Trains ``model`` with ``loss``; knows ranks only by name, never what they mean."""
 
     def __init__(self, model: nn.Module, loss: MultiRankLoss, config: Config, taxonomy: Taxonomy,
-                 meta: dict[str, Any]) -> None:
+                 meta: dict[str, Any], stages: list[Stage] | None = None) -> None:
         super().__init__()
+        self.stages = stages or expand_stages(config)
+        self.epoch_progress = 0.0  # fractional epochs done, read by the LR schedule
         self.model = model
         self.loss = loss
         self.config = config
@@ -92,6 +99,17 @@ class ClassifierModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._train_loss_sum, self._train_batches = 0.0, 0
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # the scheduler steps after this batch's optimizer step and sets the LR of the next batch
+        self.epoch_progress = self.current_epoch + (batch_idx + 1) / max(1, self.trainer.num_training_batches)
+
+    def lr_factor(self, epoch: float) -> float:
+        """LR multiplier at fractional ``epoch``: warmup + cosine over all epochs, times the stage's ``lr_scale``."""
+        opt_cfg: OptimConfig = self.config.optim
+        base = warmup_cosine(epoch, opt_cfg.warmup_epochs, float(self.trainer.max_epochs or 1),
+                             opt_cfg.min_lr_ratio, opt_cfg.schedule)
+        return base * stage_at(self.stages, epoch).lr_scale
+
     @property
     def train_loss_mean(self) -> float:
         """Mean training loss over the current epoch's batches so far."""
@@ -120,11 +138,7 @@ class ClassifierModule(L.LightningModule):
         kwargs: dict[str, Any] = {"momentum": opt_cfg.momentum} if opt_cfg.name == "sgd" else {}
         optimizer = timm.optim.create_optimizer_v2(self.model, opt=opt_cfg.name, lr=opt_cfg.lr,
                                                    weight_decay=opt_cfg.weight_decay, **kwargs)
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        warmup = int(round(opt_cfg.warmup_epochs * per_epoch))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, total, opt_cfg.min_lr_ratio, opt_cfg.schedule))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: self.lr_factor(self.epoch_progress))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoint metadata
