@@ -199,7 +199,7 @@ class ParamSpace(_Section):
 
 class TuneConfig(_Section):
     space: dict[str, ParamSpace] = Field(
-        default_factory=dict, description="searched keys: dotted config key -> {type: float|int|categorical, low, "
+        default_factory=dict, description="searched keys: dotted config key -> {type, low, "
         "high, log, step, choices}, e.g. optim.lr: {type: float, low: 1e-4, high: 1e-2, log: true}"
     )
     metric: str = Field("auto", description="val metric to optimise, e.g. val/class/top1; auto = trainer.monitor")
