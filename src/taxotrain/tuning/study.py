@@ -395,7 +395,7 @@ def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
                     failures += 1
             frozen = study.trials[trial.number]
             value = f" {out.metric or tcfg_metric} {_fmt(frozen.value)}" if frozen.value is not None else ""
-            note = f" ({out.error})" if frozen.state == TrialState.FAIL else ""
+            note = f" ({out.error or out.state})" if frozen.state == TrialState.FAIL else ""
             log(f"trial {trial.number} {frozen.state.name}{value} after {out.epochs} epoch(s) in "
                 f"{time.time() - t_trial:.0f} s{note}{_best_note(study)}")
             write_report(study, cfg, light=True)
