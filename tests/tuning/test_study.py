@@ -136,3 +136,45 @@ def test_second_sigint_exits_at_once_and_resume_requeues(plankton_store: Path, t
     again = optuna.load_study(study_name=loaded.study_name, storage=loaded._storage)
     assert [t.state for t in again.trials] == [TrialState.FAIL, TrialState.WAITING]
     assert again.trials[1].system_attrs["fixed_params"] == again.trials[0].params
+
+
+def test_hyperband_prunes_and_saves_epochs(plankton_store: Path, tmp_path: Path) -> None:
+    # one Hyperband bracket (min 1, max 2 epochs, factor 3): after its first epoch a trial goes on only if it is
+    # the best so far at that rung, so with a wide lr range some trials stop after one epoch
+    study = tmp_path / "hb"
+    args = [f"data.store={plankton_store}", f"run.dir={study}", "tune.strategy=hyperband", "tune.max_trials=4",
+            "tune.max_epochs_per_trial=2", "tune.min_epochs=1", "tune.factor=3", "tune.seed=1", *TINY,
+            "tune.space={optim.lr: {type: float, low: 1.0e-5, high: 3.0e-2, log: true}}"]
+    assert main(["tune", *args]) == 0
+    rows = _rows(study / "trials.csv")
+    states = [r["state"] for r in rows]
+    assert len(rows) == 4 and set(states) <= {"COMPLETE", "PRUNED"} and "PRUNED" in states, rows
+    for r in rows:
+        assert int(r["epochs"]) == (1 if r["state"] == "PRUNED" else 2)
+        assert len(_rows(Path(r["run_dir"]) / "metrics.csv")) == int(r["epochs"])
+    summary = yaml.safe_load((study / "study.json").read_text())
+    assert summary["epochs_spent"] < summary["epochs_if_unpruned"] == 4 * 2
+    assert "PRUNED" in (study / "tune.log").read_text()
+
+
+def test_failing_trials_stop_the_study_with_the_error(plankton_store: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    args = [f"data.store={plankton_store}", f"run.dir={tmp_path / 'bad'}", "tune.max_failures=1", *TINY,
+            "tune.space={model.backbone: {type: categorical, choices: [no_such_net_v9]}}"]
+    assert main(["tune", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no_such_net_v9" in err and "fit.log" in err, err
+    rows = _rows(tmp_path / "bad" / "trials.csv")
+    assert [r["state"] for r in rows] == ["FAIL"] and "no_such_net_v9" in rows[0]["note"]
+
+
+def test_resume_with_another_space_is_refused(tmp_path: Path) -> None:
+    from taxotrain.config import ConfigError
+
+    base = [f"run.dir={tmp_path / 's'}"]
+    load_study(load_config(None, [*base, SPACE]))
+    with pytest.raises(ConfigError, match="another tune.space"):
+        load_study(load_config(None, [*base, "tune.space={optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2}}"]))
+    with pytest.raises(ConfigError, match="another tune.strategy"):
+        load_study(load_config(None, [*base, SPACE, "tune.strategy=random"]))
+    assert load_study(load_config(None, [*base, SPACE, "tune.max_trials=50"])).study_name == "s"

@@ -122,6 +122,7 @@ def load_study(cfg: Config) -> optuna.Study:
         raise ConfigError("tune.space is empty; declare what to search, e.g. tune.space={optim.lr: {type: float, "
                           "low: 1e-4, high: 1e-2, log: true}} (see docs/tuning.md)")
     url = storage_url(cfg)
+    Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)  # where the default SQLite file goes
     name = cfg.tune.study_name or Path(cfg.run.dir).resolve().name
     try:
         storage = open_storage(url)
