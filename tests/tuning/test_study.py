@@ -47,6 +47,14 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 300) -> 
         time.sleep(0.2)
 
 
+def _wait_for_text(path: Path, text: str, proc: subprocess.Popen[str], timeout: float = 300) -> None:
+    _wait_for(path, proc, timeout)
+    t0 = time.time()
+    while text not in path.read_text(errors="replace"):
+        assert proc.poll() is None and time.time() - t0 < timeout, f"{text!r} did not appear in {path}"
+        time.sleep(0.2)
+
+
 def _args(store: Path, study: Path, *extra: str) -> list[str]:
     return [f"data.store={store}", f"run.dir={study}", SPACE, "tune.strategy=random", "tune.max_trials=2",
             "tune.max_epochs_per_trial=3", "trainer.max_epochs=3", *TINY, *extra]
@@ -97,7 +105,12 @@ def test_resume_runs_only_the_unfinished_trial(resumed: Path) -> None:
     assert summary["epochs_spent"] == 3 + int(rows[1]["epochs"]) + 3
 
 
-def test_every_trial_is_a_complete_run_folder(resumed: Path) -> None:
+def test_every_trial_is_a_complete_run_folder_trained_in_its_own_process(resumed: Path) -> None:
+    import json
+
+    pids = {json.loads((resumed / "trials" / n / "trial.json").read_text())["pid"] for n in ("0000", "0002")}
+    assert len(pids) == 2 and os.getpid() not in pids  # a fresh process per trial: its memory goes when it ends
+    assert all(float(r["max_rss_mb"]) > 0 for r in _rows(resumed / "trials.csv") if r["state"] == "COMPLETE")
     for number in ("0000", "0002"):
         run = resumed / "trials" / number
         cfg = load_config(run / "config.yaml")
@@ -122,7 +135,7 @@ def test_second_sigint_exits_at_once_and_resume_requeues(plankton_store: Path, t
     study = tmp_path / "study"
     proc = subprocess.Popen([sys.executable, "-m", "taxotrain.cli", "tune", *_args(plankton_store, study)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
-    _wait_for(study / "trials" / "0000" / "config.yaml", proc)
+    _wait_for_text(study / "trials" / "0000" / "fit.log", "step 1/", proc)  # the trial is training
     os.kill(proc.pid, signal.SIGINT)
     time.sleep(0.5)
     os.kill(proc.pid, signal.SIGINT)

@@ -244,6 +244,7 @@ class Outcome:
     epochs: int = 0
     metric: str | None = None
     error: str | None = None
+    max_rss_mb: float | None = None
 
 
 class _Interrupts:
@@ -301,7 +302,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, tcfg: Config, metric: st
     result = run_dir / RESULT_FILE
     if proc.returncode == 0 and result.is_file():
         data = json.loads(result.read_text())
-        return Outcome(data["state"], data.get("value"), int(data.get("epochs", 0)), data.get("metric"))
+        return Outcome(data["state"], data.get("value"), int(data.get("epochs", 0)), data.get("metric"),
+                       max_rss_mb=data.get("max_rss_mb"))
     lines = [ln for ln in (run_dir / "fit.log").read_text(errors="replace").splitlines() if ln.strip()]
     error = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "")
     state = "interrupted" if interrupts.count else "failed"
@@ -381,6 +383,8 @@ def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
             trial.set_user_attr("seconds", round(time.time() - t_trial, 1))
             if out.metric:
                 trial.set_user_attr("metric", out.metric)
+            if out.max_rss_mb is not None:
+                trial.set_user_attr("max_rss_mb", out.max_rss_mb)
             if out.state == "complete" and out.value is not None:
                 study.tell(trial, out.value)
                 failures = 0

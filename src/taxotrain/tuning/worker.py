@@ -81,6 +81,16 @@ class TrialReporter(L.Callback):
                 "epochs": len(self.values), "metric": self.metric}
 
 
+def _peak_rss_mb() -> float | None:
+    """Peak resident memory of this trial process in MB (Linux/macOS), to show memory does not creep across trials."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one trial; exit 0 with ``trial.json`` written, or non-zero with the error on stderr."""
     ap = argparse.ArgumentParser(prog="python -m taxotrain.tuning.worker")
@@ -106,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reporter = TrialReporter(optuna.trial.Trial(study, args.trial_id), args.metric, args.maximize, args.parent)
     signal.signal(signal.SIGINT, reporter.request_stop)
     fit(cfg, resume="auto", callbacks=[reporter])
-    result = reporter.result()
+    result = {**reporter.result(), "pid": os.getpid(), "max_rss_mb": _peak_rss_mb()}
     write_text_atomic(Path(cfg.run.dir) / RESULT_FILE, json.dumps(result, indent=1))
     print(f"trial {result['state']}: {result['metric']} {result['value']} after {result['epochs']} epoch(s)")
     return 0
