@@ -18,6 +18,7 @@ COMPLETE or PRUNED.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -38,6 +39,7 @@ from taxotrain.training.engine import FitResult
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT_S = 60  # the study loop records a heartbeat per running trial; other machines fail it after GRACE_S
 GRACE_S = 300
+_EXC_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b|: error: ")
 
 
 class TuneError(ValueError):
@@ -305,7 +307,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, tcfg: Config, metric: st
         return Outcome(data["state"], data.get("value"), int(data.get("epochs", 0)), data.get("metric"),
                        max_rss_mb=data.get("max_rss_mb"))
     lines = [ln for ln in (run_dir / "fit.log").read_text(errors="replace").splitlines() if ln.strip()]
-    error = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "")
+    # the exception line of a traceback (ValueError: ...), or the one-line error of a taxotrain command
+    error = next((ln for ln in reversed(lines) if _EXC_LINE.search(ln)), lines[-1] if lines else "")
     state = "interrupted" if interrupts.count else "failed"
     return Outcome(state, None, _epochs_done(run_dir), None, error.strip()[:300] or f"exit code {proc.returncode}")
 
