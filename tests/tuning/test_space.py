@@ -88,3 +88,16 @@ def test_tuning_recipes_parse_and_take_overrides(name: str) -> None:
                                                 "tune.max_epochs_per_trial=2"])
     assert (cfg.tune.max_trials, cfg.tune.strategy, cfg.tune.max_epochs_per_trial) == (5, "random", 2)
     assert len(cfg.tune.space) >= 3
+
+
+def test_tune_without_space_or_store_is_one_line_and_writes_nothing(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from taxotrain.cli import main
+
+    assert main(["tune", f"run.dir={tmp_path / 'a'}"]) == 2
+    assert "tune.space is empty" in capsys.readouterr().err
+    space = "tune.space={optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2}}"
+    assert main(["tune", f"run.dir={tmp_path / 'a'}", space, f"data.store={tmp_path / 'none.h5'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none.h5 not found" in err
+    assert not (tmp_path / "a").exists()

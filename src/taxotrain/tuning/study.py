@@ -118,11 +118,15 @@ def _identity(cfg: Config) -> dict[str, Any]:
             "metric": tune.metric, "direction": direction(cfg), "max_epochs_per_trial": tune.max_epochs_per_trial}
 
 
-def load_study(cfg: Config) -> optuna.Study:
-    """Create the study, or load it to resume; refuses a resume whose space, strategy or metric changed."""
+def _need_space(cfg: Config) -> None:
     if not cfg.tune.space:
         raise ConfigError("tune.space is empty; declare what to search, e.g. tune.space={optim.lr: {type: float, "
                           "low: 1e-4, high: 1e-2, log: true}} (see docs/tuning.md)")
+
+
+def load_study(cfg: Config) -> optuna.Study:
+    """Create the study, or load it to resume; refuses a resume whose space, strategy or metric changed."""
+    _need_space(cfg)
     url = storage_url(cfg)
     Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)  # where the default SQLite file goes
     name = cfg.tune.study_name or Path(cfg.run.dir).resolve().name
@@ -334,6 +338,7 @@ def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
     """
     from taxotrain.tuning.report import write_report
 
+    _need_space(cfg)
     if not cfg.data.store:
         raise ConfigError("data.store is not set; give the store from `taxotrain prepare`, e.g. data.store=plankton.h5")
     if not Path(cfg.data.store).is_file():
