@@ -191,3 +191,21 @@ def test_resume_with_another_space_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="another tune.strategy"):
         load_study(load_config(None, [*base, SPACE, "tune.strategy=random"]))
     assert load_study(load_config(None, [*base, SPACE, "tune.max_trials=50"])).study_name == "s"
+
+
+def test_refused_combination_fails_the_trial_not_the_study(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                            plankton_store: Path) -> None:
+    from pydantic import ValidationError
+
+    from taxotrain.tuning import study as study_mod
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        study_mod.Config.model_validate({"optim": {"lr": -1}})  # raises the same error a bad combination would
+
+    monkeypatch.setattr(study_mod, "trial_config", refuse)
+    with pytest.raises(ValidationError):
+        refuse()
+    args = [f"data.store={plankton_store}", f"run.dir={tmp_path / 's'}", SPACE, "tune.max_failures=2"]
+    assert main(["tune", *args]) == 2
+    rows = _rows(tmp_path / "s" / "trials.csv")
+    assert [r["state"] for r in rows] == ["FAIL", "FAIL"] and "optim.lr" in rows[0]["note"]

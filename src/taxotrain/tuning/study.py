@@ -32,8 +32,9 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from pydantic import ValidationError
 
-from taxotrain.config import Config, ConfigError, TuneConfig, config_to_dict, save_config
+from taxotrain.config import Config, ConfigError, TuneConfig, _one_line, config_to_dict, save_config
 from taxotrain.training.engine import FitResult
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -381,31 +382,17 @@ def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
             params = suggest(trial, cfg.tune.space)
-            tcfg = trial_config(cfg, params, trial.number)
-            trial.set_user_attr("run_dir", tcfg.run.dir)
             shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
             log(f"trial {trial.number} started: {shown}")
             t_trial = time.time()
-            out = run_trial(study, trial, tcfg, tcfg_metric, storage_url(cfg), interrupts)
-            trial.set_user_attr("epochs", out.epochs)
-            trial.set_user_attr("seconds", round(time.time() - t_trial, 1))
-            if out.metric:
-                trial.set_user_attr("metric", out.metric)
-            if out.max_rss_mb is not None:
-                trial.set_user_attr("max_rss_mb", out.max_rss_mb)
-            if out.state == "complete" and out.value is not None:
-                study.tell(trial, out.value)
-                failures = 0
-            elif out.state == "pruned":
-                study.tell(trial, state=TrialState.PRUNED)
-                failures = 0
+            try:
+                tcfg = trial_config(cfg, params, trial.number)
+            except ValidationError as exc:  # each value was checked alone; a combination can still be refused
+                out = Outcome("failed", error=_one_line(exc))
             else:
-                trial.set_user_attr("error", out.error or out.state)
-                study.tell(trial, state=TrialState.FAIL)
-                if out.state == "interrupted":
-                    study.enqueue_trial(params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-                else:
-                    failures += 1
+                trial.set_user_attr("run_dir", tcfg.run.dir)
+                out = run_trial(study, trial, tcfg, tcfg_metric, storage_url(cfg), interrupts)
+            failures = 0 if _tell(study, trial, params, out, time.time() - t_trial) else failures + 1
             frozen = study.trials[trial.number]
             value = f" {out.metric or tcfg_metric} {_fmt(frozen.value)}" if frozen.value is not None else ""
             note = f" ({out.error or out.state})" if frozen.state == TrialState.FAIL else ""
@@ -413,8 +400,9 @@ def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
                 f"{time.time() - t_trial:.0f} s{note}{_best_note(study)}")
             write_report(study, cfg, light=True)
             if failures >= cfg.tune.max_failures:
-                raise TuneError(f"{failures} trials in a row failed, the last with: {out.error}; see "
-                                f"{tcfg.run.dir}/fit.log (tune.max_failures={cfg.tune.max_failures})")
+                where = Path(cfg.run.dir) / "trials" / f"{trial.number:04d}" / "fit.log"
+                raise TuneError(f"{failures} trials in a row failed, the last with: {out.error}; see {where} "
+                                f"(tune.max_failures={cfg.tune.max_failures})")
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)
@@ -430,6 +418,29 @@ def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
         log(f"final fit with the best params for {final.trainer.max_epochs} epochs into {final.run.dir}")
         result.final = fit(final, resume="auto")
     return result
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, params: dict[str, Any], out: Outcome, seconds: float) -> bool:
+    """Finish ``trial`` in the storage from its outcome; an interrupted trial's params are queued again.
+    Returns False when the trial failed on its own (not interrupted)."""
+    trial.set_user_attr("epochs", out.epochs)
+    trial.set_user_attr("seconds", round(seconds, 1))
+    if out.metric:
+        trial.set_user_attr("metric", out.metric)
+    if out.max_rss_mb is not None:
+        trial.set_user_attr("max_rss_mb", out.max_rss_mb)
+    if out.state == "complete" and out.value is not None:
+        study.tell(trial, out.value)
+        return True
+    if out.state == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
+        return True
+    trial.set_user_attr("error", out.error or out.state)
+    study.tell(trial, state=TrialState.FAIL)
+    if out.state == "interrupted":
+        study.enqueue_trial(params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        return True
+    return False
 
 
 def _fmt(v: Any) -> str:
