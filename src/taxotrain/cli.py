@@ -20,8 +20,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from taxotrain.models.backbones import BackboneError
     from taxotrain.run import RunError
     from taxotrain.taxonomy import TaxonomyError
+    from taxotrain.tuning import TuneError
 
-    return ConfigError, IngestError, StoreError, BackboneError, RunError, TaxonomyError
+    return ConfigError, IngestError, StoreError, BackboneError, RunError, TaxonomyError, TuneError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", help="'auto' continues run.dir from checkpoints/last.ckpt; or a .ckpt path")
     s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. model.backbone=resnet50")
+
+    s = sub.add_parser("tune", help="search hyperparameters (tune: section) with Optuna; resumable, Ctrl+C keeps the "
+                       "best")
+    s.add_argument("--config", type=Path, help="YAML config with a tune: section (see docs/tuning.md)")
+    s.add_argument("--params", type=Path, help="YAML of extra values applied over --config")
+    s.add_argument("--then-fit", action="store_true", help="then train the best params for trainer.max_epochs into "
+                   "<run.dir>/final")
+    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. tune.max_trials=20")
 
     s = sub.add_parser("evaluate", help="score a run's best checkpoint and write its report")
     s.add_argument("run", type=Path, nargs="?", help="run folder written by fit")
@@ -139,6 +148,20 @@ def _cmd_fit(args: argparse.Namespace) -> None:
           f"{result.best_checkpoint}; next: taxotrain evaluate {result.run_dir}")
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from taxotrain.config import load_config
+    from taxotrain.tuning import tune
+
+    result = tune(load_config(args.config, args.overrides, params=args.params), then_fit=args.then_fit)
+    best = f"{result.best_value:.4f} (trial {result.best_number})" if result.best_value is not None else "n/a"
+    print(f"tune {'interrupted' if result.interrupted else 'done'}: " + ", ".join(
+        f"{n} {s}" for s, n in result.states.items()) + f"; best {best}; report {result.study_dir / 'study.html'}")
+    if "best_params" in result.files:
+        print(f"final training: taxotrain fit --config CONFIG.yaml --params {result.files['best_params']} "
+              "run.dir=runs/final" if result.final is None else f"final fit: {result.final.run_dir}")
+    return 130 if result.interrupted else 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from taxotrain.evaluation.report import evaluate_run, summary_line
     from taxotrain.run import RunError
@@ -173,22 +196,27 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     print(f"demo report: {report}")
 
 
-COMMANDS = {"init-config": _cmd_init_config, "prepare": _cmd_prepare, "fit": _cmd_fit, "evaluate": _cmd_evaluate,
-            "predict": _cmd_predict, "demo": _cmd_demo}
+COMMANDS = {"init-config": _cmd_init_config, "prepare": _cmd_prepare, "fit": _cmd_fit, "tune": _cmd_tune,
+            "evaluate": _cmd_evaluate, "predict": _cmd_predict, "demo": _cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taxotrain`` command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse stops collecting KEY=VALUE after a flag (`tune run.dir=x --then-fit a.b=1`); take them too
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)  # commands return an exit code or None (= 0)
     except _user_errors() as exc:
         print(f"taxotrain {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"taxotrain {args.command}: interrupted; files already written are kept", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -195,6 +195,98 @@ class LoggingConfig(_Section):
     comet: bool = Field(False, description="log to Comet (pip install taxotrain[comet])")
 
 
+class ParamSpace(_Section):
+    """One searched config key: a float or int range (optionally log-scaled) or a list of choices."""
+
+    type: Literal["float", "int", "categorical"] = Field(description="float, int or categorical")
+    low: float | None = Field(None, description="lower bound (float/int)")
+    high: float | None = Field(None, description="upper bound, inclusive (float/int)")
+    log: bool = Field(False, description="sample on a log scale (needs low > 0)")
+    step: float | None = Field(None, description="grid step (int default 1; float: none = continuous)")
+    choices: list[Any] | None = Field(None, description="the values to choose from (categorical)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParamSpace:
+        example = "e.g. {type: float, low: 1e-4, high: 1e-2, log: true}"
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty 'choices' list, e.g. {type: categorical, choices: "
+                                 "[resnet18, resnet34]}")
+            bad = [c for c in self.choices if c is not None and not isinstance(c, bool | int | float | str)]
+            if bad:
+                raise ValueError(f"choice {bad[0]!r} is not a plain value; choices must be strings, numbers, "
+                                 "booleans or null")
+            if self.low is not None or self.high is not None or self.log or self.step is not None:
+                raise ValueError("categorical takes only 'choices' (no low/high/log/step)")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"{self.type} takes low/high, not choices; {example}")
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs both 'low' and 'high', {example}")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low:g}) is above high ({self.high:g}); swap them")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0 (got {self.low:g}); raise low or set log: false")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be > 0 (got {self.step:g})")
+        if self.log and self.step is not None and not (self.type == "int" and self.step == 1):
+            raise ValueError("log scale and step cannot be combined; drop one of them")
+        if self.type == "int" and any(float(v) != int(v) for v in (self.low, self.high, self.step or 1)):
+            raise ValueError("int needs whole-number low/high/step; use type: float for fractions")
+        return self
+
+
+class TuneConfig(_Section):
+    space: dict[str, ParamSpace] = Field(
+        default_factory=dict, description="searched keys: dotted config key -> {type, low, "
+        "high, log, step, choices}, e.g. optim.lr: {type: float, low: 1e-4, high: 1e-2, log: true}"
+    )
+    metric: str = Field("auto", description="val metric to optimise, e.g. val/class/top1; auto = trainer.monitor")
+    direction: Literal["auto", "maximize", "minimize"] = Field(
+        "auto", description="auto = trainer.monitor_mode for the monitor, minimize for a loss, else maximize"
+    )
+    strategy: Literal["random", "tpe", "hyperband"] = Field(
+        "tpe", description="random search, Bayesian TPE, or TPE with the Hyperband pruner (stops weak trials early)"
+    )
+    max_trials: int = Field(20, ge=1, description="stop when this many trials are COMPLETE or PRUNED (resume counts "
+                            "the trials already in the study)")
+    max_epochs_per_trial: int = Field(10, ge=1, description="trainer.max_epochs of each trial (Hyperband's budget)")
+    min_epochs: int = Field(1, ge=1, description="Hyperband: epochs a trial gets before it can first be pruned")
+    factor: int = Field(3, ge=2, description="Hyperband reduction factor: keep the best 1/factor at each rung")
+    startup_trials: int | None = Field(
+        None, ge=0, description="TPE: random trials before the model guides sampling; null = max_trials/3 in [2, 10]"
+    )
+    seed: int = Field(0, description="seed of the sampler (trials train with run.seed)")
+    timeout: float | None = Field(
+        None, gt=0, description="seconds after which no new trial starts (the running one finishes); null = none"
+    )
+    storage: str | None = Field(
+        None, description="Optuna storage URL; null = sqlite:///<run.dir>/study.db. A PostgreSQL URL "
+        "(postgresql://user:pw@host/db) lets several machines share one study"
+    )
+    study_name: str | None = Field(None, description="study name in the storage; null = the run folder's name")
+    max_failures: int = Field(3, ge=1, description="consecutive failed trials after which the study stops "
+                              "(a broken config or store)")
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _entries_are_maps(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            raise ValueError("give a mapping of dotted keys, e.g. {optim.lr: {type: float, low: 1e-4, high: 1e-2}}")
+        for key, entry in v.items():
+            if not isinstance(entry, dict) or "type" not in entry:
+                raise ValueError(f"'{key}' needs a mapping with a type, written with the full dotted key, e.g. "
+                                 "optim.lr: {type: float, low: 1e-4, high: 1e-2, log: true}")
+        return v
+
+    @model_validator(mode="after")
+    def _budget(self) -> TuneConfig:
+        if self.min_epochs > self.max_epochs_per_trial:
+            raise ValueError(f"min_epochs ({self.min_epochs}) is above max_epochs_per_trial "
+                             f"({self.max_epochs_per_trial}); lower min_epochs")
+        return self
+
+
 class Config(_Section):
     task: Literal["image"] = Field("image", description="what is classified")
     run: RunConfig = Field(default_factory=RunConfig)
@@ -206,6 +298,7 @@ class Config(_Section):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     progressive: ProgressiveConfig = Field(default_factory=ProgressiveConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
 
 # --------------------------------------------------------------------------------------------------------- loading
@@ -315,16 +408,65 @@ def load_config(
         _check_keys(layer, Config, source)
         tree = _deep_merge(tree, layer)
     try:
-        return Config.model_validate(tree)
+        cfg = Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from exc
+    check_space(cfg)
+    return cfg
+
+
+# keys a trial must not change: where it writes, and the study's own settings
+_UNSEARCHABLE = ("run.dir", "tune.")
+
+
+def check_space(cfg: Config) -> None:
+    """Check every ``tune.space`` key names a config key and that its bounds/choices are values the key accepts.
+
+    Raises a one-line :class:`ConfigError` naming ``tune.space.<key>`` and the fix.
+    """
+    keys = all_keys()
+    base = config_to_dict(cfg)
+    base.pop("tune")
+    for key, spec in cfg.tune.space.items():
+        where = f"tune.space.{key}"
+        if key.startswith(_UNSEARCHABLE):
+            raise ConfigError(f"{where}: '{key}' cannot be searched (each trial sets run.dir and tune.*); remove it")
+        if key not in keys:
+            near = difflib.get_close_matches(key, keys, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise ConfigError(f"{where}: '{key}' is not a config key{hint}; use a dotted key from docs/config.md, "
+                              "e.g. optim.lr")
+        for what, value in _probes(spec):
+            trial = _deep_merge(base, parse_override(f"{key}=0"))
+            node = trial
+            for part in key.split(".")[:-1]:
+                node = node[part]
+            node[key.split(".")[-1]] = value
+            try:
+                Config.model_validate(trial)
+            except ValidationError as exc:
+                msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ConfigError(f"{where}: {what} {value!r} is not a valid '{key}' ({msg}); change the "
+                                  f"{'choices' if spec.type == 'categorical' else 'range or type'}") from exc
+
+
+def _probes(spec: ParamSpace) -> list[tuple[str, Any]]:
+    """Values a search space can produce that must all be valid: its ends, a midpoint, every choice."""
+    if spec.type == "categorical":
+        return [("choice", c) for c in spec.choices or []]
+    low, high = float(spec.low or 0), float(spec.high or 0)
+    if spec.type == "int":
+        return [("low", int(low)), ("high", int(high))]
+    # an off-centre point, so that a float range over an int key is caught (36.0 would pass as an int, 31.4 not)
+    inner = low * (high / low) ** 0.382 if spec.log else low + (high - low) * 0.382
+    return [("low", low), ("high", high), ("a value such as", round(inner, 6))]
 
 
 def _one_line(exc: ValidationError) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal[")))
     got = err.get("input")
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "literal_error":
         msg = msg.replace("Input should be", "allowed:")
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
