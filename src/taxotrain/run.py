@@ -119,7 +119,7 @@ def load_run(target: str | Path, which: str = "best") -> LoadedRun:
     meta = ckpt[CKPT_KEY]
     config = Config.model_validate(meta["config"])
     taxonomy = Taxonomy.from_dict(meta["taxonomy"])
-    model = build_model(config.model, taxonomy, int(meta["in_chans"]), pretrained=False)
+    model = build_model(config.model, taxonomy, int(meta["in_chans"]), pretrained=False, task=config.task)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)

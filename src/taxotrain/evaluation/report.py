@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from taxotrain.data.images import ImageStoreDataset, build_transforms
+from taxotrain.data.signal_data import SignalStoreDataset, build_signal_transforms
 from taxotrain.data.store import SPLITS, Store
 from taxotrain.evaluation.hierarchy import hierarchy_metrics
 from taxotrain.evaluation.metrics import confusion, evaluate_probs, loader_for, predict_probs
@@ -44,12 +46,14 @@ def _store_for(run: LoadedRun, store: str | Path | None) -> Store:
 
 def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: str = "test",
                  checkpoint: str = "best", batch_size: int | None = None, workers: int | None = None,
-                 tta: str = "none", target_precision: float = 0.9) -> EvalResult:
+                 tta: str = "none", target_precision: float = 0.9, baseline: bool = True) -> EvalResult:
     """Evaluate ``checkpoints/<checkpoint>.ckpt`` of ``run_dir`` on ``split`` and write the report files there.
 
     ``tta`` averages predictions over test-time views: ``none``, ``flip`` or ``dihedral`` (8 flips/rotations).
     Roll-up thresholds (the deepest rank ``predict`` reports) are chosen on the val split so that each rank's
-    decoded predictions reach ``target_precision``, and saved to ``rollup.json``.
+    decoded predictions reach ``target_precision``, and saved to ``rollup.json``. For a signal run, ``baseline``
+    also fits MiniRocket on the same train split and reports its top-1 on ``split`` beside the network's
+    (``metrics.json`` -> ``baseline`` -> ``minirocket`` -> ``top1``).
     """
     if split not in SPLITS:
         raise RunError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
@@ -63,13 +67,26 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     if len(indices) == 0:
         raise RunError(f"{st.path} has no records in its {split} split; re-run prepare with --{split} above 0")
     meta = run.meta
-    tf = build_transforms(int(meta["image_size"]), meta["mean"], meta["std"], train=False,
-                          pad_fill=meta.get("pad_fill", "edge"))
+    signal = run.config.task == "signal"
+    if st.kind != ("signal" if signal else "image"):
+        raise RunError(f"{st.path} is a {st.kind} store but {paths.root} is a {run.config.task} run; pass the run's "
+                       "own store with --store")
+    if signal and tta != "none":
+        raise RunError(f"--tta {tta} flips images; a signal run takes --tta none")
     bs = batch_size or run.config.data.batch_size * 2
-    nw = resolve_workers(run.config.data.num_workers if workers is None else workers)
+    if signal:
+        nw = 0 if workers is None and run.config.data.num_workers == "auto" else resolve_workers(
+            run.config.data.num_workers if workers is None else workers)
+        if run.config.trainer.cpu_threads:
+            torch.set_num_threads(run.config.trainer.cpu_threads)
+        stf = build_signal_transforms(meta["mean"], meta["std"], train=False)
+    else:
+        nw = resolve_workers(run.config.data.num_workers if workers is None else workers)
+        tf = build_transforms(int(meta["image_size"]), meta["mean"], meta["std"], train=False,
+                              pad_fill=meta.get("pad_fill", "edge"))
 
     def split_probs(idx: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        ds = ImageStoreDataset(st, idx, tf, run.in_chans)
+        ds = SignalStoreDataset(st, idx, stf) if signal else ImageStoreDataset(st, idx, tf, run.in_chans)
         return predict_probs(run.model, loader_for(ds, bs, nw), run.taxonomy.ranks, tta=tta)
 
     probs, labels = split_probs(indices)
@@ -87,6 +104,10 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
         metrics["hierarchy"]["rollup"] = {
             **rollup, "reported_at": {rank: float((deepest == r).mean()) for r, rank in enumerate(run.taxonomy.ranks)},
             "precision_at_reported_rank": _rollup_precision(decoded.labels, labels, deepest)}
+    if signal and baseline:
+        from taxotrain.evaluation.baseline import minirocket_baseline
+
+        metrics["baseline"] = {"minirocket": minirocket_baseline(st, split, seed=run.config.run.seed)}
     digest = hashlib.sha1(indices.tobytes() + str(st.attrs.get("created")).encode()).hexdigest()[:16]
     metrics["evaluation"] = {"split": split, "records": int(len(indices)), "checkpoint": str(run.checkpoint),
                              "tta": tta, "split_digest": digest,
@@ -156,10 +177,11 @@ details {{ margin: 1em 0 }}
 <h1>taxotrain report: {html.escape(paths.root.name)}</h1>
 <p class="meta">{html.escape(ev['split'])} split of <code>{html.escape(ev['store'])}</code>, {ev['records']} records;
 checkpoint <code>{html.escape(ev['checkpoint'])}</code>; test-time augmentation: {html.escape(ev['tta'])};
-backbone <code>{html.escape(cfg.model.backbone)}</code> at {run.meta['image_size']} px, {run.in_chans} channel(s);
+backbone <code>{html.escape(cfg.model.backbone)}</code> {_input_text(run)}, {run.in_chans} channel(s);
 evaluated {html.escape(ev['date'])}.</p>
 <h2>Metrics per rank</h2>
 <table><tr>{head}</tr>{body}</table>
+{_baseline_html(metrics, ranks)}
 <p class="meta">Fractions. Records unknown at a rank are left out of that rank. Files:
 <a href="metrics.json">metrics.json</a>, <a href="per_class.csv">per_class.csv</a>,
 <a href="metrics.csv">metrics.csv</a> (per epoch), <a href="config.yaml">config.yaml</a>.</p>
@@ -174,6 +196,24 @@ evaluated {html.escape(ev['date'])}.</p>
 </body></html>
 """
     return write_text_atomic(paths.report, page)
+
+
+def _input_text(run: LoadedRun) -> str:
+    if run.config.task == "signal":
+        norm = "z-normalised per series" if run.meta.get("znorm") else "standardised with the train mean/std"
+        return f"on series of {run.meta['length']} samples ({norm})"
+    return f"at {run.meta['image_size']} px"
+
+
+def _baseline_html(metrics: dict[str, Any], ranks: list[str]) -> str:
+    base = metrics.get("baseline", {}).get("minirocket")
+    if not base:
+        return ""
+    return (f"<h2>Baseline</h2><table><tr><th>model</th><th>top-1</th><th>fit + predict (s)</th></tr>"
+            f"<tr><td>this run</td><td>{_fmt(metrics[ranks[-1]]['top1'])}</td><td>–</td></tr>"
+            f"<tr><td>MiniRocket + ridge</td><td>{_fmt(base['top1'])}</td><td>{base['seconds']:.1f}</td></tr>"
+            f"</table><p class=\"meta\">{html.escape(base['method'])}, fitted on the same {base['train_records']} "
+            "train series and scored on the same split.</p>")
 
 
 def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
@@ -203,7 +243,10 @@ def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
 def summary_line(result: EvalResult) -> str:
     """One line per rank: top-1 and macro-F1."""
     parts = [f"{r} top1 {m['top1']:.3f} macro-F1 {m['macro_f1']:.3f}" for r, m in result.metrics.items()
-             if r not in ("evaluation", "hierarchy") and isinstance(m, dict) and m.get("top1") is not None]
+             if r not in ("evaluation", "hierarchy", "baseline") and isinstance(m, dict) and m.get("top1") is not None]
+    base = result.metrics.get("baseline", {}).get("minirocket")
+    if base:
+        parts.append(f"MiniRocket baseline top1 {base['top1']:.3f}")
     return "; ".join(parts) + f"; report {result.report}"
 
 

@@ -22,7 +22,7 @@ from taxotrain.models.classifier import build_model
 from taxotrain.run import RunError, RunPaths
 from taxotrain.taxonomy import Taxonomy
 from taxotrain.training.callbacks import AtomicCheckpointIO, EpochCSV, PlainProgress, RNGState
-from taxotrain.training.datamodule import ImageDataModule
+from taxotrain.training.datamodule import create_datamodule
 from taxotrain.training.module import ClassifierModule
 
 METRIC_NAMES = ("top1", "top5", "macro_f1")
@@ -152,21 +152,30 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
-    dm = ImageDataModule(cfg, store)
-    model = build_model(cfg.model, taxonomy, dm.channels)
+    if cfg.trainer.cpu_threads:
+        torch.set_num_threads(cfg.trainer.cpu_threads)
+    dm = create_datamodule(cfg, store)
+    model = build_model(cfg.model, taxonomy, dm.channels, task=cfg.task)
     loss = MultiRankLoss.from_config(cfg.loss, taxonomy)
-    meta = {"kind": "image", "in_chans": dm.channels, "mean": dm.mean, "std": dm.std,
-            "image_size": cfg.data.image_size, "pad_fill": cfg.data.pad_fill, "store": str(store.path.resolve())}
-    module = ClassifierModule(model, loss, cfg, taxonomy, meta)
+    if cfg.task == "signal":
+        meta = {"kind": "signal", "in_chans": dm.channels, "mean": dm.mean, "std": dm.std, "length": dm.length,
+                "znorm": bool(store.attrs.get("znorm")), "store": str(store.path.resolve())}
+        shape = f"series of {dm.length} samples"
+        extra = {"length": dm.length, "batch_size": cfg.data.batch_size}
+    else:
+        meta = {"kind": "image", "in_chans": dm.channels, "mean": dm.mean, "std": dm.std,
+                "image_size": cfg.data.image_size, "pad_fill": cfg.data.pad_fill, "store": str(store.path.resolve())}
+        shape = f"{cfg.data.image_size}px"
+        extra = {"image_size": cfg.data.image_size, "batch_size": cfg.data.batch_size}
+    module = ClassifierModule(model, loss, cfg, taxonomy, meta, monitor=monitor)
 
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     save_config(cfg, paths.config)
     checkpoint = ModelCheckpoint(dirpath=paths.checkpoints, filename="best", monitor=monitor,
                                  mode=cfg.trainer.monitor_mode, save_top_k=1, save_last=True,
                                  auto_insert_metric_name=False, enable_version_counter=False)
-    all_callbacks: list[L.Callback] = [EpochCSV(paths.metrics_csv, {"image_size": cfg.data.image_size,
-                                                                "batch_size": cfg.data.batch_size}),
-                                   RNGState(), *(callbacks or []), checkpoint]
+    all_callbacks: list[L.Callback] = [EpochCSV(paths.metrics_csv, extra), RNGState(), *(callbacks or []),
+                                       checkpoint]
     if cfg.trainer.ema:
         all_callbacks.insert(0, EMAWeightAveraging(decay=cfg.trainer.ema_decay))
     if cfg.trainer.early_stopping_patience is not None:
@@ -188,7 +197,7 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     )
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"fit {cfg.model.backbone} ({n_params:.1f}M params, {dm.channels} input channel(s), "
-          f"{cfg.data.image_size}px) on {store.path.name}: {len(store.splits['train'])} train / "
+          f"{shape}) on {store.path.name}: {len(store.splits['train'])} train / "
           f"{len(store.splits['val'])} val records; " + ", ".join(
               f"{n} {r}" for r, n in zip(taxonomy.ranks, taxonomy.num_classes, strict=True))
           + f"; run folder {paths.root}" + (f"; resuming from {ckpt_path}" if ckpt_path else ""), flush=True)

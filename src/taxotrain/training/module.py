@@ -39,12 +39,42 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float, schedule
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def build_scheduler(optimizer: torch.optim.Optimizer, opt_cfg: OptimConfig, total: int, per_epoch: int,
+                    monitor: str, mode: str) -> dict[str, Any]:
+    """The Lightning scheduler config of ``optim.schedule``.
+
+    cosine/constant: linear warmup then cosine (or flat), per step. plateau: torch ``ReduceLROnPlateau`` on the
+    monitored val metric, per epoch. cyclic: ``CyclicLR(mode="triangular2")`` between ``lr * min_lr_ratio`` and
+    ``lr``, half cycle ``cycle_epochs``, per step. sgdr: ``CosineAnnealingWarmRestarts`` with ``T_0 = cycle_epochs``
+    and ``T_mult = cycle_mult``, per step.
+    """
+    sched = torch.optim.lr_scheduler
+    low = opt_cfg.lr * opt_cfg.min_lr_ratio
+    if opt_cfg.schedule == "plateau":
+        plateau = sched.ReduceLROnPlateau(optimizer, mode=mode, factor=opt_cfg.plateau_factor,
+                                          patience=opt_cfg.plateau_patience, min_lr=low)
+        return {"scheduler": plateau, "interval": "epoch", "monitor": monitor, "strict": True}
+    cycle = max(1, round(opt_cfg.cycle_epochs * per_epoch))
+    if opt_cfg.schedule == "cyclic":
+        cyclic = sched.CyclicLR(optimizer, base_lr=low, max_lr=opt_cfg.lr, step_size_up=cycle, mode="triangular2",
+                                cycle_momentum=False)
+        return {"scheduler": cyclic, "interval": "step"}
+    if opt_cfg.schedule == "sgdr":
+        sgdr = sched.CosineAnnealingWarmRestarts(optimizer, T_0=cycle, T_mult=opt_cfg.cycle_mult, eta_min=low)
+        return {"scheduler": sgdr, "interval": "step"}
+    warmup = int(round(opt_cfg.warmup_epochs * per_epoch))
+    lam = sched.LambdaLR(optimizer,
+                         lambda step: warmup_cosine(step, warmup, total, opt_cfg.min_lr_ratio, opt_cfg.schedule))
+    return {"scheduler": lam, "interval": "step"}
+
+
 class ClassifierModule(L.LightningModule):
     """Trains ``model`` with ``loss``; knows ranks only by name, never what they mean."""
 
     def __init__(self, model: nn.Module, loss: MultiRankLoss, config: Config, taxonomy: Taxonomy,
-                 meta: dict[str, Any]) -> None:
+                 meta: dict[str, Any], monitor: str | None = None) -> None:
         super().__init__()
+        self.monitor = monitor or f"val/{taxonomy.finest}/top1"
         self.model = model
         self.loss = loss
         self.config = config
@@ -57,7 +87,7 @@ class ClassifierModule(L.LightningModule):
         self.mixer = TaxonomyMixer(config.mix, taxonomy.ranks)
         self.gradnorm = (GradNorm(len(taxonomy.ranks), config.loss.gradnorm_alpha, config.loss.gradnorm_lr)
                          if config.loss.weighting == "gradnorm" else None)
-        self.channels_last = config.trainer.channels_last
+        self.channels_last = config.trainer.channels_last and config.task == "image"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
@@ -66,7 +96,7 @@ class ClassifierModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch
-        return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y
+        return (x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x), y
 
     # ------------------------------------------------------------------ steps
 
@@ -122,10 +152,8 @@ class ClassifierModule(L.LightningModule):
                                                    weight_decay=opt_cfg.weight_decay, **kwargs)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        warmup = int(round(opt_cfg.warmup_epochs * per_epoch))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, total, opt_cfg.min_lr_ratio, opt_cfg.schedule))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(optimizer, opt_cfg, total, per_epoch,
+                                                                        self.monitor, self.config.trainer.monitor_mode)}
 
     # ------------------------------------------------------------------ checkpoint metadata
 
