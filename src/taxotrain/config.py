@@ -95,8 +95,8 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    backbone: str = Field("resnet18", description="image task: any timm model name, e.g. resnet18, convnext_tiny; "
-                          "signal task: cnn_lstm, attention_cnn_lstm, resnet1d, inception_time or encoder")
+    backbone: str = Field("resnet18", description="any timm model name for images, e.g. resnet18, convnext_tiny; for "
+                          "task: signal one of cnn_lstm, attention_cnn_lstm, resnet1d, inception_time, encoder")
     kwargs: dict[str, Any] | None = Field(
         None, description="signal task: keyword arguments of the signal network, e.g. {width: 32}; null = its defaults")
     pretrained: bool = Field(False, description="load pretrained weights (Hugging Face hub, or pretrained_path)")

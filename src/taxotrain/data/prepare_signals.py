@@ -54,7 +54,7 @@ def _choose(labels: list[str | None], candidates: list[int], per_class: int | st
     chosen: list[int] = []
     for name in sorted(by_class):
         idx = np.array(by_class[name])
-        chosen += idx if len(idx) <= k else np.sort(rng.choice(idx, size=k, replace=False)).tolist()
+        chosen += idx.tolist() if len(idx) <= k else np.sort(rng.choice(idx, size=k, replace=False)).tolist()
     return sorted(int(i) for i in chosen), k
 
 
@@ -180,7 +180,7 @@ def _write(tmp: Path, reader: SignalReader, keep: list[int], y: np.ndarray, spli
             "taxotrain_version": __version__, "seed": opts.seed, "val_fraction": opts.val,
             "test_fraction": opts.test, "reader": reader.name, "official_test_split": reader.has_official_split,
             "target_length": length, "znorm": opts.znorm, "channels": channels,
-            "examples_per_class": json.dumps(per_class), "command": json.dumps(sys.argv),
+            "examples_per_class": per_class if per_class is not None else "all", "command": json.dumps(sys.argv),
             "mean_signal": mean, "std_signal": std,
         })
         f.create_dataset("signals/length", data=lengths)
