@@ -39,3 +39,14 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="not a demo folder"):
         run_demo(tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_signal_demo_trains_the_ucr_recipe() -> None:
+    from taxotrain.config import load_config
+    from taxotrain.demo import SIGNAL_OVERRIDES
+
+    recipe = load_config(Path(__file__).resolve().parents[1] / "configs" / "ucr.yaml")
+    demo = load_config(None, SIGNAL_OVERRIDES)
+    assert (demo.model, demo.optim, demo.loss, demo.data.signal_augment) == (
+        recipe.model, recipe.optim, recipe.loss, recipe.data.signal_augment)
+    assert demo.data.batch_size == recipe.data.batch_size and demo.trainer.monitor == recipe.trainer.monitor

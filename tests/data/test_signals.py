@@ -138,8 +138,14 @@ def test_numpy_pairs(tmp_path: Path) -> None:
     pair.mkdir()
     np.save(pair / "X.npy", X[:, None, :])
     np.save(pair / "y.npy", y[:30])
-    assert main(["prepare", str(pair), "--out", str(tmp_path / "pair.h5")]) == 0
-    assert Store(tmp_path / "pair.h5").shape == (29, 1, X.shape[1])
+    (tmp_path / "cfg.yaml").write_text("prepare:\n  target_length: 100\n  znorm: false\n")
+    assert main(["prepare", str(pair), "--format", "numpy", "--config", str(tmp_path / "cfg.yaml"), "--znorm",
+                 "--out", str(tmp_path / "pair.h5")]) == 0  # the flag wins over the config's prepare: section
+    store = Store(tmp_path / "pair.h5")
+    assert store.shape == (29, 1, 100) and store.attrs["znorm"] and store.attrs["reader"] == "numpy"
+    assert main(["prepare", str(pair), "--target-length", "500", "--out", str(tmp_path / "long.h5")]) == 0
+    padded = Store(tmp_path / "long.h5").signals()
+    assert padded.shape == (29, 1, 500) and not padded[:, :, X.shape[1]:].any()
 
 
 def test_bad_sources_are_one_line_errors_and_leave_no_store(tmp_path: Path,

@@ -74,6 +74,9 @@ def test_every_schedule_trains(schedule: str, gunpoint_store: Path, tmp_path: Pa
                  f"optim.schedule={schedule}", "optim.cycle_epochs=1", *SIGNAL_FAST]) == 0
     with (run / "metrics.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 2
+    if schedule == "plateau":
+        assert main(["evaluate", str(run), "--no-baseline"]) == 0
+        assert "baseline" not in json.loads((run / "metrics.json").read_text())
 
 
 def _lrs(schedule: str, steps: int, **kw: float) -> list[float]:

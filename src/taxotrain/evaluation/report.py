@@ -185,7 +185,6 @@ evaluated {html.escape(ev['date'])}.</p>
 <p class="meta">Fractions. Records unknown at a rank are left out of that rank. Files:
 <a href="metrics.json">metrics.json</a>, <a href="per_class.csv">per_class.csv</a>,
 <a href="metrics.csv">metrics.csv</a> (per epoch), <a href="config.yaml">config.yaml</a>.</p>
-<h2>Does the hierarchy pay?</h2>
 {_hierarchy_html(metrics, ranks)}
 <h2>Training curves and confusion matrices</h2>
 {imgs}
@@ -218,7 +217,7 @@ def _baseline_html(metrics: dict[str, Any], ranks: list[str]) -> str:
 
 def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
     h = metrics.get("hierarchy")
-    if not h:
+    if not h or len(ranks) < 2:  # one rank (e.g. a signal set's class): nothing hierarchical to show
         return ""
     keys = ["chain_accuracy", "partial_chain_accuracy", "mistake_severity", "mistake_tree_distance",
             "hierarchical_precision", "hierarchical_recall", "hierarchical_f1"]
@@ -233,7 +232,8 @@ def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
         roll_txt = (f"<p class=\"meta\">Roll-up (target precision {roll['target_precision']:.0%}, thresholds chosen "
                     f"on val): reported at {at}; precision at the reported rank "
                     f"{_fmt(roll['precision_at_reported_rank'])}.</p>")
-    return (f"<table>{first}</table><table><tr><th>rank</th><th>head top-1</th><th>consistent path top-1</th>"
+    return (f"<h2>Does the hierarchy pay?</h2>\n<table>{first}</table><table><tr><th>rank</th><th>head top-1</th>"
+            "<th>consistent path top-1</th>"
             f"<th>finest head summed to this rank</th></tr>{per_rank}</table>{roll_txt}"
             "<p class=\"meta\">Mistake severity: mean number of ranks up to the common ancestor of a wrong finest "
             "prediction and the truth (1 = sibling). Hierarchical P/R/F1 count every node on the predicted and true "
