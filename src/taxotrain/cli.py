@@ -222,7 +222,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from taxotrain.demo import run_demo
 
     report = run_demo(args.out, epochs=args.epochs, signal_epochs=args.signal_epochs)
-    print(f"demo report: {report}")
+    index = Path(args.out) / "index.html"
+    print(f"demo report: {report}" + (f"; both reports: {index}" if index.is_file() else ""))
 
 
 COMMANDS = {"init-config": _cmd_init_config, "prepare": _cmd_prepare, "fit": _cmd_fit, "evaluate": _cmd_evaluate,

@@ -90,21 +90,24 @@ def test_several_thousand_rows_balanced_to_the_smallest_class(tmp_path: Path,
     rng = np.random.default_rng(0)
     folder = tmp_path / "per_class"
     folder.mkdir()
-    reps = 15  # 200 real series x 15 noisy copies = 3,000 rows, classes as unbalanced as OSULeaf's
+    reps = 16  # 200 real series x 15 noisy copies + 18 long reads = 3,018 rows, as unbalanced as OSULeaf
     for cls in sorted(set(y)):
         members = np.flatnonzero(y == cls)
         rows = [(f"{cls}_{i}_{r}", cls, _joined(X[i] + rng.normal(0, 0.01, X.shape[1])))
-                for i in members for r in range(reps)]
+                for i in members for r in range(reps - 1)]
+        rows += [(f"{cls}_{i}_long", cls, _joined(np.tile(X[i], 40))) for i in members[:3]]  # 17,080-sample reads
         _write_capfinder(folder / f"class_{cls}.csv", rows)
     out = tmp_path / "balanced.h5"
-    assert main(["prepare", str(folder), "--examples-per-class", "null", "--out", str(out), "--seed", "3"]) == 0
+    args = ["prepare", str(folder), "--examples-per-class", "null", "--target-length", str(X.shape[1]), "--seed", "3"]
+    assert main([*args, "--out", str(out)]) == 0
     store = Store(out)
-    smallest = min(Counter(y).values()) * reps
+    smallest = min(Counter(y).values()) * (reps - 1) + 3
     counts = Counter(store.labels[:, 0].tolist())
     assert sorted(counts.values()) == [smallest] * len(set(y))
     assert store.attrs["examples_per_class"] == smallest
+    assert store.shape[2] == X.shape[1] and any(p.endswith("_long") for p in store.paths)
     again = tmp_path / "again.h5"
-    assert main(["prepare", str(folder), "--examples-per-class", "null", "--out", str(again), "--seed", "3"]) == 0
+    assert main([*args, "--out", str(again)]) == 0
     assert Store(again).paths == store.paths  # seeded
 
 
