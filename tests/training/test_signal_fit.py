@@ -70,10 +70,12 @@ def test_predict_ts_and_capfinder_csv_with_a_bad_row(signal_run: Path, tmp_path:
 @pytest.mark.parametrize("schedule", ["plateau", "cyclic", "sgdr"])
 def test_every_schedule_trains(schedule: str, gunpoint_store: Path, tmp_path: Path) -> None:
     run = tmp_path / schedule
+    threads = torch.get_num_threads()
     assert main(["fit", "task=signal", f"data.store={gunpoint_store}", f"run.dir={run}", "trainer.max_epochs=2",
                  f"optim.schedule={schedule}", "optim.cycle_epochs=1", *SIGNAL_FAST]) == 0
     with (run / "metrics.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 2
+    assert torch.get_num_threads() == threads  # trainer.cpu_threads=1 holds only for the fit
     if schedule == "plateau":
         assert main(["evaluate", str(run), "--no-baseline"]) == 0
         assert "baseline" not in json.loads((run / "metrics.json").read_text())

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from taxotrain.data.images import ImageStoreDataset, build_transforms
 from taxotrain.data.signal_data import SignalStoreDataset, build_signal_transforms
@@ -22,7 +21,7 @@ from taxotrain.evaluation.metrics import confusion, evaluate_probs, loader_for, 
 from taxotrain.evaluation.plots import plot_confusion, plot_curves
 from taxotrain.files import atomic_path, write_text_atomic
 from taxotrain.inference.decode import choose_thresholds, decode, roll_up
-from taxotrain.run import LoadedRun, RunError, RunPaths, load_run
+from taxotrain.run import LoadedRun, RunError, RunPaths, load_run, torch_threads
 from taxotrain.taxonomy import NULL
 from taxotrain.training.datamodule import resolve_workers
 
@@ -77,8 +76,6 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     if signal:
         nw = 0 if workers is None and run.config.data.num_workers == "auto" else resolve_workers(
             run.config.data.num_workers if workers is None else workers)
-        if run.config.trainer.cpu_threads:
-            torch.set_num_threads(run.config.trainer.cpu_threads)
         stf = build_signal_transforms(meta["mean"], meta["std"], train=False)
     else:
         nw = resolve_workers(run.config.data.num_workers if workers is None else workers)
@@ -89,12 +86,14 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
         ds = SignalStoreDataset(st, idx, stf) if signal else ImageStoreDataset(st, idx, tf, run.in_chans)
         return predict_probs(run.model, loader_for(ds, bs, nw), run.taxonomy.ranks, tta=tta)
 
-    probs, labels = split_probs(indices)
+    with torch_threads(run.config.trainer.cpu_threads if signal else None):
+        probs, labels = split_probs(indices)
     metrics, rows = evaluate_probs(probs, labels, run.taxonomy)
     decoded = decode(probs, run.taxonomy)
     metrics["hierarchy"] = hierarchy_metrics(decoded.labels, labels, probs, run.taxonomy)
     if len(st.splits["val"]):
-        val_probs, val_labels = (probs, labels) if split == "val" else split_probs(st.splits["val"])
+        with torch_threads(run.config.trainer.cpu_threads if signal else None):
+            val_probs, val_labels = (probs, labels) if split == "val" else split_probs(st.splits["val"])
         val_decoded = decode(val_probs, run.taxonomy)
         thresholds = choose_thresholds(val_decoded.scores, val_decoded.labels, val_labels, target_precision)
         rollup = {"target_precision": target_precision, "chosen_on": "val",

@@ -19,7 +19,7 @@ from taxotrain.data.signal_data import build_signal_transforms
 from taxotrain.data.signals import SignalRow, create_reader, preprocess
 from taxotrain.evaluation.metrics import model_probs
 from taxotrain.files import atomic_path
-from taxotrain.run import LoadedRun, RunError
+from taxotrain.run import LoadedRun, RunError, torch_threads
 
 
 def _rows(inputs: Sequence[str | Path]) -> Iterator[SignalRow]:
@@ -37,8 +37,6 @@ def write_signal_predictions(run: LoadedRun, inputs: Sequence[str | Path], out: 
     meta, tax = run.meta, run.taxonomy
     length, znorm = int(meta["length"]), bool(meta.get("znorm"))
     transform = build_signal_transforms(meta["mean"], meta["std"], train=False)
-    if run.config.trainer.cpu_threads:
-        torch.set_num_threads(run.config.trainer.cpu_threads)
     rank = tax.finest
     k = min(topk, tax.num_classes[-1])
     columns = ["read_id", "source", rank, f"{rank}_score"]
@@ -48,7 +46,7 @@ def write_signal_predictions(run: LoadedRun, inputs: Sequence[str | Path], out: 
     out.parent.mkdir(parents=True, exist_ok=True)
     n = errors = 0
     rows = _rows(inputs)
-    with atomic_path(out) as tmp, tmp.open("w", newline="") as fh:
+    with torch_threads(run.config.trainer.cpu_threads), atomic_path(out) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         while batch := list(islice(rows, batch_size)):

@@ -19,7 +19,7 @@ from taxotrain.config import Config, ConfigError, read_yaml, save_config
 from taxotrain.data.store import Store
 from taxotrain.losses import MultiRankLoss
 from taxotrain.models.classifier import build_model
-from taxotrain.run import RunError, RunPaths
+from taxotrain.run import RunError, RunPaths, torch_threads
 from taxotrain.taxonomy import Taxonomy
 from taxotrain.training.callbacks import AtomicCheckpointIO, EpochCSV, PlainProgress, RNGState
 from taxotrain.training.datamodule import create_datamodule
@@ -152,8 +152,6 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
-    if cfg.trainer.cpu_threads:
-        torch.set_num_threads(cfg.trainer.cpu_threads)
     dm = create_datamodule(cfg, store)
     model = build_model(cfg.model, taxonomy, dm.channels, task=cfg.task)
     loss = MultiRankLoss.from_config(cfg.loss, taxonomy)
@@ -202,7 +200,8 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
               f"{n} {r}" for r, n in zip(taxonomy.ranks, taxonomy.num_classes, strict=True))
           + f"; run folder {paths.root}" + (f"; resuming from {ckpt_path}" if ckpt_path else ""), flush=True)
     t0 = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    with torch_threads(cfg.trainer.cpu_threads):
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     score = checkpoint.best_model_score
     return FitResult(paths.root, paths.best, monitor, float(score) if score is not None else None,
                      trainer.current_epoch, time.time() - t0)
