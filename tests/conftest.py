@@ -75,3 +75,30 @@ def synthetic_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     from taxotrain.demo import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("synthetic"), per_species=8)
+
+
+SIGNAL_FAST = ["model.kwargs={width: 8}", "data.batch_size=16", "trainer.log_every_n_steps=5",
+               "trainer.cpu_threads=1", "logging.mlflow=false", "logging.tensorboard=false"]
+
+
+@pytest.fixture(scope="session")
+def gunpoint_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """GunPoint (a real UCR set shipped in the aeon wheel) prepared through the CLI, z-normalised."""
+    from taxotrain.cli import main
+    from taxotrain.data.signals import ucr_folder
+
+    out = tmp_path_factory.mktemp("signals") / "gunpoint.h5"
+    assert main(["prepare", str(ucr_folder("GunPoint")), "--znorm", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def signal_run(gunpoint_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-epoch resnet1d run on GunPoint through the real CLI, with configs/ucr.yaml."""
+    from taxotrain.cli import main
+
+    run = tmp_path_factory.mktemp("runs") / "gunpoint"
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "ucr.yaml"
+    assert main(["fit", "--config", str(recipe), f"data.store={gunpoint_store}", f"run.dir={run}",
+                 "trainer.max_epochs=4", *SIGNAL_FAST]) == 0
+    return run

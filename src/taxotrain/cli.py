@@ -18,11 +18,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from taxotrain.data.ingest import IngestError
     from taxotrain.data.store import StoreError
     from taxotrain.models.backbones import BackboneError
+    from taxotrain.models.signal_nets import SignalNetError
     from taxotrain.run import RunError
     from taxotrain.taxonomy import TaxonomyError
     from taxotrain.tuning import TuneError
 
-    return ConfigError, IngestError, StoreError, BackboneError, RunError, TaxonomyError, TuneError
+    return ConfigError, IngestError, StoreError, BackboneError, SignalNetError, RunError, TaxonomyError, TuneError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,18 +33,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("init-config", help="print a complete, commented default config")
-    s.add_argument("--task", choices=["image"], default="image", help="what the config trains (default: image)")
+    s.add_argument("--task", choices=["image", "signal"], default="image",
+                   help="what the config trains: image, or signal (1-D series) (default: image)")
 
     s = sub.add_parser("prepare", help="verify a dataset and write one HDF5 store with splits")
-    s.add_argument("source", nargs="?", type=Path, help="folder of class folders (or use --manifest)")
+    s.add_argument("source", nargs="?", type=Path, help="folder of class folders (or use --manifest); for signals: a "
+                   "Capfinder CSV or folder of them, a .ts file or UCR folder (<Name>_TRAIN.ts/_TEST.ts), .npz, X.npy")
     s.add_argument("--manifest", type=Path, help="CSV with a filepath column (relative to it) and rank columns")
     s.add_argument("--taxonomy", type=Path, help="CSV with one column per rank; the finest matches the folder names")
     s.add_argument("--ranks", help="rank columns coarse to fine, comma-separated, e.g. family,genus,species")
     s.add_argument("--out", type=Path, required=True, help="store to write, e.g. plankton.h5")
-    s.add_argument("--val", type=float, default=0.1, help="validation fraction (default 0.1)")
-    s.add_argument("--test", type=float, default=0.1, help="test fraction (default 0.1)")
-    s.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    s.add_argument("--val", type=float, help="validation fraction (default 0.1; for signals, prepare.val of --config)")
+    s.add_argument("--test", type=float, help="test fraction (default 0.1); ignored with an official test split")
+    s.add_argument("--seed", type=int, help="split (and downsampling) seed (default 0)")
     s.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
+    g = s.add_argument_group("signals (see docs/signals.md); defaults come from the prepare: section of --config")
+    g.add_argument("--task", choices=["auto", "image", "signal"], default="auto",
+                   help="auto (default) = signal when a signal reader accepts SOURCE, else image")
+    g.add_argument("--config", type=Path, help="YAML config whose prepare: section gives the signal options")
+    g.add_argument("--format", help="signal reader, instead of detecting it: capfinder_csv, ucr_ts, numpy")
+    g.add_argument("--target-length", type=int, help="truncate (keep the start) / zero-pad (at the end) every series "
+                   "to this length (default: the longest series)")
+    g.add_argument("--examples-per-class", help="at most N series per class (seeded); 'null' = the smallest class "
+                   "size (balanced); 'all' = keep all (default)")
+    g.add_argument("--znorm", action=argparse.BooleanOptionalAction, default=None,
+                   help="z-normalise each series (default: no, or prepare.znorm of --config)")
+    g.add_argument("--classes", help="comma-separated allowed class names; rows of other classes are reported")
 
     s = sub.add_parser("fit", help="train a model into a run folder")
     s.add_argument("--config", type=Path, help="YAML config (see init-config)")
@@ -70,23 +85,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
     s.add_argument("--checkpoint", default="best", choices=["best", "last"], help="checkpoint (default best)")
     s.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")
-    s.add_argument("--tta", default="none", choices=["none", "flip", "dihedral"],
-                   help="test-time augmentation: average over flips / all 8 flips+rotations (default none)")
+    s.add_argument("--tta", default="auto", choices=["auto", "none", "flip", "dihedral"],
+                   help="test-time augmentation: average over flips / all 8 flips+rotations; auto (default) = the "
+                   "flips and rotations the run trained with (dihedral for the default augmentation), none for "
+                   "signals; none is fastest")
+    s.add_argument("--no-baseline", action="store_true", help="signal runs: skip the MiniRocket baseline")
 
-    s = sub.add_parser("predict", help="classify image files and folders into a CSV")
+    s = sub.add_parser("predict", help="classify image files and folders (or signal files) into a CSV")
     s.add_argument("run", type=Path, help="run folder (or .ckpt file)")
-    s.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
+    s.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively); for a signal run: "
+                   "Capfinder CSVs, .ts or NumPy files")
     s.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default predictions.csv)")
     s.add_argument("--topk", type=int, default=5, help="labels with scores at the finest rank (default 5)")
     s.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
     s.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")
-    s.add_argument("--tta", default="none", choices=["none", "flip", "dihedral"],
-                   help="test-time augmentation: average over flips / all 8 flips+rotations (default none)")
+    s.add_argument("--tta", default="auto", choices=["auto", "none", "flip", "dihedral"],
+                   help="test-time augmentation: average over flips / all 8 flips+rotations; auto (default) = the "
+                   "flips and rotations the run trained with (dihedral for the default augmentation), none for "
+                   "signals; none is fastest")
 
     s = sub.add_parser("demo", help="prepare, fit, evaluate and predict on a generated synthetic image set")
     s.add_argument("--out", type=Path, default=Path("taxotrain-demo"), help="folder for everything (default "
                    "./taxotrain-demo)")
-    s.add_argument("--epochs", type=int, default=6, help="training epochs (default 6)")
+    s.add_argument("--epochs", type=int, default=6, help="training epochs of the image model (default 6)")
+    s.add_argument("--signal-epochs", type=int, default=40, help="training epochs of the OSULeaf signal model "
+                   "(default 40; 0 skips the signal part)")
     return p
 
 
@@ -113,17 +136,49 @@ def _resolve_ranks(arg: str | None, table: Path | None) -> list[str]:
 
 
 def _cmd_init_config(args: argparse.Namespace) -> None:
-    from taxotrain.config import commented_yaml
+    from taxotrain.config import commented_yaml, default_config
 
-    sys.stdout.write(commented_yaml())
+    sys.stdout.write(commented_yaml(instance=default_config(args.task)))
+
+
+def _signal_options(args: argparse.Namespace) -> object:
+    from taxotrain.config import ConfigError, load_config
+
+    overrides = [f"prepare.{key}={value}" for key, value in (
+        ("val", args.val), ("test", args.test), ("seed", args.seed), ("target_length", args.target_length),
+        ("znorm", args.znorm), ("examples_per_class", args.examples_per_class)) if value is not None]
+    if args.examples_per_class is not None and args.examples_per_class.lower() in ("null", "none", "min"):
+        overrides[-1] = "prepare.examples_per_class=null"
+    cfg = load_config(args.config, overrides)
+    if cfg.prepare.examples_per_class not in ("all", None) and int(cfg.prepare.examples_per_class) < 1:
+        raise ConfigError(f"--examples-per-class {cfg.prepare.examples_per_class}: give a number >= 1, null or all")
+    return cfg.prepare
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
+    from taxotrain.data.signals import is_signal_source
+
+    task = args.task
+    if task == "auto":
+        task = "signal" if args.source is not None and args.manifest is None and is_signal_source(args.source) \
+            else "image"
+    if task == "signal":
+        from taxotrain.data.ingest import IngestError
+        from taxotrain.data.prepare_signals import prepare_signals
+
+        if args.source is None:
+            raise IngestError("give the signal source: a Capfinder CSV or folder of them, a .ts file or UCR folder, "
+                              "or a .npz / X.npy file")
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+        result = prepare_signals(args.source, args.out, _signal_options(args), fmt=args.format, classes=classes)
+        print(result.summary())
+        return
     from taxotrain.data.prepare import prepare_images
 
     ranks = _resolve_ranks(args.ranks, args.manifest or args.taxonomy)
     result = prepare_images(args.source, args.out, ranks, taxonomy=args.taxonomy, manifest=args.manifest,
-                            val=args.val, test=args.test, seed=args.seed, workers=args.workers)
+                            val=0.1 if args.val is None else args.val, test=0.1 if args.test is None else args.test,
+                            seed=args.seed or 0, workers=args.workers)
     print(result.summary())
 
 
@@ -177,7 +232,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.run is None:
         raise RunError("give a run folder, or --compare RUN_A RUN_B")
     result = evaluate_run(args.run, store=args.store, split=args.split, checkpoint=args.checkpoint,
-                          workers=args.workers, tta=args.tta, target_precision=args.target_precision)
+                          workers=args.workers, tta=args.tta, target_precision=args.target_precision,
+                          baseline=not args.no_baseline)
     print(summary_line(result))
 
 
@@ -186,14 +242,15 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     out, n, errors = write_predictions(args.run, args.inputs, args.out, topk=args.topk,
                                        batch_size=args.batch_size, workers=args.workers, tta=args.tta)
-    print(f"predicted {n - errors} image(s), {errors} unreadable (see the error column) -> {out}")
+    print(f"predicted {n - errors} record(s), {errors} unreadable (see the error column) -> {out}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
     from taxotrain.demo import run_demo
 
-    report = run_demo(args.out, epochs=args.epochs)
-    print(f"demo report: {report}")
+    report = run_demo(args.out, epochs=args.epochs, signal_epochs=args.signal_epochs)
+    index = Path(args.out) / "index.html"
+    print(f"demo report: {report}" + (f"; both reports: {index}" if index.is_file() else ""))
 
 
 COMMANDS = {"init-config": _cmd_init_config, "prepare": _cmd_prepare, "fit": _cmd_fit, "tune": _cmd_tune,

@@ -40,6 +40,30 @@ class AugmentConfig(_Section):
     random_erasing: float = Field(0.0, ge=0, le=1, description="probability of random erasing (after normalising)")
 
 
+class SignalAugmentConfig(_Section):
+    time_warp: float = Field(0.2, ge=0, lt=1, description="signals: random squish/stretch of the time axis by up to "
+                             "this fraction (0.2 = 0-20%, Capfinder's range), applied online; 0 = off")
+    time_warp_prob: float = Field(0.5, ge=0, le=1, description="signals: probability that a series is time-warped")
+    jitter: float = Field(0.0, ge=0, description="signals: std of added Gaussian noise, in units of the (normalised) "
+                          "signal; 0 = off")
+    scaling: float = Field(0.0, ge=0, description="signals: std of a random per-series amplitude factor around 1; "
+                           "0 = off")
+
+
+class PrepareConfig(_Section):
+    target_length: int | None = Field(
+        None, ge=1, description="signals: truncate (keep the start) or zero-pad (at the end) every series to this "
+        "length; null = the longest series")
+    examples_per_class: int | Literal["all"] | None = Field(
+        "all", description="signals: keep at most this many series per class (seeded downsampling of the non-test "
+        "records); null = the size of the smallest class (balanced); all = keep everything")
+    znorm: bool = Field(False, description="signals: z-normalise each series on its own (mean 0, std 1) before padding")
+    val: float = Field(0.1, ge=0, lt=1, description="validation fraction (taken from TRAIN when there is an official "
+                       "test split)")
+    test: float = Field(0.1, ge=0, lt=1, description="test fraction when the source has no official test split")
+    seed: int = Field(0, description="seed of the split and of the downsampling")
+
+
 class DataConfig(_Section):
     store: str | None = Field(None, description="HDF5 store written by `taxotrain prepare` (required for fit)")
     image_size: int = Field(64, ge=8, le=2048, description="side of the square network input, in pixels")
@@ -56,6 +80,7 @@ class DataConfig(_Section):
         "auto", description="DataLoader worker processes; auto = number of CPU cores, at most 8"
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    signal_augment: SignalAugmentConfig = Field(default_factory=SignalAugmentConfig)
     hide_labels: dict[str, float] | None = Field(
         None, description="simulate partial identifications: hide this fraction of train labels at a rank (and "
         "finer), e.g. {class: 0.3}; seeded by run.seed"
@@ -70,7 +95,10 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    backbone: str = Field("resnet18", description="any timm model name, e.g. resnet18, convnext_tiny, efficientnet_b0")
+    backbone: str = Field("resnet18", description="any timm model name for images, e.g. resnet18, convnext_tiny; for "
+                          "task: signal one of cnn_lstm, attention_cnn_lstm, resnet1d, inception_time, encoder")
+    kwargs: dict[str, Any] | None = Field(
+        None, description="signal task: keyword arguments of the signal network, e.g. {width: 32}; null = its defaults")
     pretrained: bool = Field(False, description="load pretrained weights (Hugging Face hub, or pretrained_path)")
     pretrained_path: str | None = Field(
         None, description="local weights file for the backbone (.safetensors/.pth); implies pretrained"
@@ -91,9 +119,20 @@ class OptimConfig(_Section):
     lr: float = Field(2e-3, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.05, ge=0, description="decoupled weight decay (not applied to norms and biases)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov)")
-    schedule: Literal["cosine", "constant"] = Field("cosine", description="LR schedule after warmup, stepped per batch")
+    schedule: Literal["cosine", "constant", "plateau", "cyclic", "sgdr"] = Field(
+        "cosine", description="LR schedule: cosine or constant after warmup (per batch); plateau = reduce on plateau "
+        "of the monitored val metric; cyclic = triangular2 cyclic LR; sgdr = cosine with warm restarts (no warmup for "
+        "the last three)")
     warmup_epochs: float = Field(0.5, ge=0, description="linear warmup length in epochs (fractions allowed)")
-    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="final LR of the cosine schedule, as a fraction of lr")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="lowest LR of cosine/cyclic/sgdr (and the floor of "
+                                "plateau), as a fraction of lr")
+    plateau_factor: float = Field(0.5, gt=0, lt=1, description="plateau: multiply the LR by this when the monitored "
+                                  "metric stalls")
+    plateau_patience: int = Field(5, ge=0, description="plateau: epochs without improvement before the LR is cut")
+    cycle_epochs: float = Field(4.0, gt=0, description="cyclic: epochs of one half cycle (step_size_up); sgdr: epochs "
+                                "of the first cycle (T_0)")
+    cycle_mult: int = Field(2, ge=1, description="sgdr: each cycle is this many times longer than the one before "
+                            "(T_mult)")
 
 
 class LossConfig(_Section):
@@ -132,6 +171,9 @@ class TrainerConfig(_Section):
                       "predictions use it")
     ema_decay: float = Field(0.998, gt=0, lt=1, description="EMA decay per step (0.998 ~ averages the last 500 steps)")
     channels_last: bool = Field(True, description="channels_last memory format: faster convolutions on CPU and GPU")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="torch threads for CPU work; null = torch's default (one per core). 1 is fastest for "
+        "small models on a CPU that other jobs share")
     gradient_clip_val: float | None = Field(1.0, description="clip the gradient norm to this value (null = off)")
     monitor: str = Field("auto", description="val metric that picks best.ckpt, e.g. val/group/top1; auto = finest top1")
     monitor_mode: Literal["max", "min"] = Field("max", description="whether a larger monitored value is better")
@@ -288,7 +330,7 @@ class TuneConfig(_Section):
 
 
 class Config(_Section):
-    task: Literal["image"] = Field("image", description="what is classified")
+    task: Literal["image", "signal"] = Field("image", description="what is classified: image, or signal (1-D series)")
     run: RunConfig = Field(default_factory=RunConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -299,6 +341,29 @@ class Config(_Section):
     progressive: ProgressiveConfig = Field(default_factory=ProgressiveConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+
+    @model_validator(mode="after")
+    def _task_defaults(self) -> Config:
+        """A signal config that names no backbone gets the signal default; image-only switches are turned off."""
+        if self.task == "signal" and "backbone" not in self.model.model_fields_set:
+            self.model.backbone = SIGNAL_DEFAULT_BACKBONE
+        return self
+
+
+SIGNAL_DEFAULT_BACKBONE = "resnet1d"
+
+
+def default_config(task: str = "image") -> Config:
+    """The schema defaults for ``task`` (what ``init-config --task`` prints)."""
+    if task == "signal":
+        return Config.model_validate({"task": "signal", "data": {"batch_size": 16},
+                                      "model": {"backbone": SIGNAL_DEFAULT_BACKBONE},
+                                      "optim": {"lr": 1e-3, "weight_decay": 0.01},
+                                      "trainer": {"channels_last": False, "max_epochs": 100,
+                                                  "early_stopping_patience": 30},
+                                      "prepare": {"znorm": True}})
+    return Config()
 
 
 # --------------------------------------------------------------------------------------------------------- loading

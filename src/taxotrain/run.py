@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,18 @@ CKPT_KEY = "taxotrain"
 
 class RunError(ValueError):
     """A run folder or checkpoint that cannot be used as asked."""
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` torch CPU threads inside the block (``None`` = leave torch's setting) and restore them after."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -119,7 +133,7 @@ def load_run(target: str | Path, which: str = "best") -> LoadedRun:
     meta = ckpt[CKPT_KEY]
     config = Config.model_validate(meta["config"])
     taxonomy = Taxonomy.from_dict(meta["taxonomy"])
-    model = build_model(config.model, taxonomy, int(meta["in_chans"]), pretrained=False)
+    model = build_model(config.model, taxonomy, int(meta["in_chans"]), pretrained=False, task=config.task)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)

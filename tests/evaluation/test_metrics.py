@@ -69,3 +69,13 @@ def test_tta_views_and_averaging() -> None:
     assert np.allclose(model_probs(Corner(), x, ["r"], "dihedral")["r"], expected.numpy())
     with pytest.raises(ValueError, match="dihedral"):
         tta_views(x, "mirror")
+
+
+def test_tta_auto_follows_the_training_augmentation() -> None:
+    from taxotrain.config import load_config
+    from taxotrain.evaluation.metrics import resolve_tta
+
+    assert resolve_tta("auto", load_config(None, [])) == "dihedral"  # default: flips + 90-degree rotations
+    assert resolve_tta("auto", load_config(None, ["data.augment.rot90=false", "data.augment.vflip=0"])) == "flip"
+    assert resolve_tta("auto", load_config(None, ["data.augment.rot90=false", "data.augment.hflip=0"])) == "none"
+    assert resolve_tta("none", load_config(None, [])) == "none"

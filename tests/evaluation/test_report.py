@@ -46,6 +46,12 @@ def test_evaluate_writes_sane_report(trained_run: Path, plankton_store: Path) ->
         assert im.size[0] > 500
 
 
+def test_evaluate_defaults_to_the_training_invariances(trained_run: Path) -> None:
+    assert main(["evaluate", str(trained_run), "--split", "val"]) == 0
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["evaluation"]["tta"] == "dihedral"  # trained with flips + rot90 and evaluated without --tta
+
+
 def test_evaluate_with_tta_records_it(trained_run: Path) -> None:
     assert main(["evaluate", str(trained_run), "--tta", "flip", "--split", "val"]) == 0
     metrics = json.loads((trained_run / "metrics.json").read_text())

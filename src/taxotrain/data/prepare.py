@@ -38,14 +38,18 @@ class PrepareResult:
     classes: dict[str, int]
     splits: dict[str, int]
     train_only: int
+    what: str = "images"
+    unit: str = "file(s)"
+    extra: str = ""
 
     def summary(self) -> str:
         """One line: counts, classes per rank, splits and where the skip report is."""
         ranks = ", ".join(f"{n} {r}" for r, n in self.classes.items())
         splits = "/".join(str(self.splits[s]) for s in ("train", "val", "test"))
         small = f"; {self.train_only} class(es) too small to split kept in train" if self.train_only else ""
-        return (f"prepared {self.kept} images ({ranks}; train/val/test {splits}) -> {self.store}; skipped "
-                f"{self.skipped} file(s), listed in {self.report}{small}")
+        extra = f"; {self.extra}" if self.extra else ""
+        return (f"prepared {self.kept} {self.what} ({ranks}; train/val/test {splits}{extra}) -> {self.store}; "
+                f"skipped {self.skipped} {self.unit}, listed in {self.report}{small}")
 
 
 def report_path(store: Path) -> Path:

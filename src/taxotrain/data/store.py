@@ -11,6 +11,12 @@ Layout (format version 1)::
     labels           int32 [N, R]    label index per rank, -1 = null (unknown at this rank)
     taxonomy/        ranks attr; rank{r}/names, rank{r}/parent, rank{r}/ancestors
     splits/train, splits/val, splits/test    int64 record indices
+
+Signal stores (``kind=signal``, format version 2) hold ``signals/values`` float32 ``[N, C, L]`` (contiguous, so it can
+be memory-mapped), ``signals/length`` int32 ``[N]`` (samples before padding), ``records/path`` = the read id and
+``records/where`` = file and line, and the attrs ``target_length``, ``znorm``, ``channels``, ``mean_signal``,
+``std_signal`` (per channel, train split), ``reader``, ``official_test_split``, ``examples_per_class``. Image stores
+are still written as version 1.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from taxotrain.taxonomy import Taxonomy
 
 FORMAT = "taxotrain-store"
 FORMAT_VERSION = 1
+SIGNAL_FORMAT_VERSION = 2
+READS_UP_TO = 2
 SPLITS = ("train", "val", "test")
 
 
@@ -53,18 +61,23 @@ class Store:
                 raise StoreError(f"{self.path} is an HDF5 file but not a taxotrain store; create one with "
                                  "`taxotrain prepare`")
             version = int(f.attrs["format_version"])
-            if version > FORMAT_VERSION:
+            if version > READS_UP_TO:
                 raise StoreError(f"{self.path} has store format {version}, newer than this taxotrain reads "
-                                 f"({FORMAT_VERSION}); upgrade taxotrain")
+                                 f"({READS_UP_TO}); upgrade taxotrain")
             self.attrs: dict[str, Any] = {k: _plain(v) for k, v in f.attrs.items()}
             self.kind: str = self.attrs.get("kind", "image")
             self.taxonomy = Taxonomy.from_h5(f["taxonomy"])
             self.labels = np.asarray(f["labels"][()], dtype=np.int64).reshape(-1, len(self.taxonomy.ranks))
             self.splits = {s: np.asarray(f["splits"][s][()], dtype=np.int64) for s in SPLITS}
             self.paths = [p.decode() if isinstance(p, bytes) else str(p) for p in f["records/path"][()]]
-            self.offsets = np.asarray(f["images/offsets"][()], dtype=np.int64)
-            self.sizes = np.stack([f["images/height"][()], f["images/width"][()]], axis=1)
-            self._data_offset = f["images/bytes"].id.get_offset()
+            if self.kind == "signal":
+                self.shape = tuple(f["signals/values"].shape)
+                self.lengths = np.asarray(f["signals/length"][()], dtype=np.int64)
+                self._data_offset = f["signals/values"].id.get_offset()
+            else:
+                self.offsets = np.asarray(f["images/offsets"][()], dtype=np.int64)
+                self.sizes = np.stack([f["images/height"][()], f["images/width"][()]], axis=1)
+                self._data_offset = f["images/bytes"].id.get_offset()
         self._mmap: np.ndarray | None = None
         self._pid: int | None = None
 
@@ -102,6 +115,25 @@ class Store:
                 self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._data_offset, shape=(total,))
             self._pid = os.getpid()
         return self._mmap
+
+    def signals(self) -> np.ndarray:
+        """All series of a signal store, ``[N, C, L]`` float32, memory-mapped (read-only) where possible."""
+        if self.kind != "signal":
+            raise StoreError(f"{self.path} is an {self.kind} store, not a signal store; set task: {self.kind}")
+        if self._mmap is None or self._pid != os.getpid():
+            if self._data_offset is None or 0 in self.shape:
+                with h5py.File(self.path, "r") as f:
+                    self._mmap = np.asarray(f["signals/values"][()])
+            else:
+                self._mmap = np.memmap(self.path, dtype=np.float32, mode="r", offset=self._data_offset,
+                                       shape=self.shape)
+            self._pid = os.getpid()
+        return self._mmap
+
+    @property
+    def signal_norm(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of a signal store's train split."""
+        return list(self.attrs["mean_signal"]), list(self.attrs["std_signal"])
 
     def record_bytes(self, index: int) -> np.ndarray:
         """Encoded bytes of record ``index`` (a read-only uint8 view)."""

@@ -44,7 +44,7 @@ def _metrics(run: Path) -> dict[str, Any]:
 def comparison_rows(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per metric, one column per run; per-rank top-1/macro-F1 first, then the hierarchy metrics."""
     first = next(iter(metrics.values()))
-    ranks = [k for k, v in first.items() if k not in ("evaluation", "hierarchy") and isinstance(v, dict)]
+    ranks = [k for k, v in first.items() if k not in ("evaluation", "hierarchy", "baseline") and isinstance(v, dict)]
     rows = []
     for rank in ranks:
         for m in ("top1", "macro_f1"):

@@ -18,6 +18,21 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from taxotrain.taxonomy import NULL, Taxonomy
 
 TTA_VIEWS = {"none": 1, "flip": 2, "dihedral": 8}
+TTA_CHOICES = ["auto", *TTA_VIEWS]
+
+
+def resolve_tta(tta: str, config: Any) -> str:
+    """``auto`` = the views the run was trained to be invariant to: ``dihedral`` when it trained with both flips and
+    90-degree rotations (the default for orientation-free organisms), ``flip`` with horizontal flips only, else
+    ``none``; signal runs are never flipped."""
+    if tta != "auto":
+        return tta
+    if getattr(config, "task", "image") != "image":
+        return "none"
+    aug = config.data.augment
+    if aug.rot90 and aug.hflip > 0 and aug.vflip > 0:
+        return "dihedral"
+    return "flip" if aug.hflip > 0 else "none"
 
 
 def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:

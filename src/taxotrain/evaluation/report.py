@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 
 from taxotrain.data.images import ImageStoreDataset, build_transforms
+from taxotrain.data.signal_data import SignalStoreDataset, build_signal_transforms
 from taxotrain.data.store import SPLITS, Store
 from taxotrain.evaluation.hierarchy import hierarchy_metrics
-from taxotrain.evaluation.metrics import confusion, evaluate_probs, loader_for, predict_probs
+from taxotrain.evaluation.metrics import confusion, evaluate_probs, loader_for, predict_probs, resolve_tta
 from taxotrain.evaluation.plots import plot_confusion, plot_curves
 from taxotrain.files import atomic_path, write_text_atomic
 from taxotrain.inference.decode import choose_thresholds, decode, roll_up
-from taxotrain.run import LoadedRun, RunError, RunPaths, load_run
+from taxotrain.run import LoadedRun, RunError, RunPaths, load_run, torch_threads
 from taxotrain.taxonomy import NULL
 from taxotrain.training.datamodule import resolve_workers
 
@@ -44,12 +45,14 @@ def _store_for(run: LoadedRun, store: str | Path | None) -> Store:
 
 def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: str = "test",
                  checkpoint: str = "best", batch_size: int | None = None, workers: int | None = None,
-                 tta: str = "none", target_precision: float = 0.9) -> EvalResult:
+                 tta: str = "auto", target_precision: float = 0.9, baseline: bool = True) -> EvalResult:
     """Evaluate ``checkpoints/<checkpoint>.ckpt`` of ``run_dir`` on ``split`` and write the report files there.
 
     ``tta`` averages predictions over test-time views: ``none``, ``flip`` or ``dihedral`` (8 flips/rotations).
     Roll-up thresholds (the deepest rank ``predict`` reports) are chosen on the val split so that each rank's
-    decoded predictions reach ``target_precision``, and saved to ``rollup.json``.
+    decoded predictions reach ``target_precision``, and saved to ``rollup.json``. For a signal run, ``baseline``
+    also fits MiniRocket on the same train split and reports its top-1 on ``split`` beside the network's
+    (``metrics.json`` -> ``baseline`` -> ``minirocket`` -> ``top1``).
     """
     if split not in SPLITS:
         raise RunError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
@@ -63,21 +66,35 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     if len(indices) == 0:
         raise RunError(f"{st.path} has no records in its {split} split; re-run prepare with --{split} above 0")
     meta = run.meta
-    tf = build_transforms(int(meta["image_size"]), meta["mean"], meta["std"], train=False,
-                          pad_fill=meta.get("pad_fill", "edge"))
+    signal = run.config.task == "signal"
+    if st.kind != ("signal" if signal else "image"):
+        raise RunError(f"{st.path} is a {st.kind} store but {paths.root} is a {run.config.task} run; pass the run's "
+                       "own store with --store")
+    if signal and tta not in ("none", "auto"):
+        raise RunError(f"--tta {tta} flips images; a signal run takes --tta none")
+    tta = resolve_tta(tta, run.config)
     bs = batch_size or run.config.data.batch_size * 2
-    nw = resolve_workers(run.config.data.num_workers if workers is None else workers)
+    if signal:
+        nw = 0 if workers is None and run.config.data.num_workers == "auto" else resolve_workers(
+            run.config.data.num_workers if workers is None else workers)
+        stf = build_signal_transforms(meta["mean"], meta["std"], train=False)
+    else:
+        nw = resolve_workers(run.config.data.num_workers if workers is None else workers)
+        tf = build_transforms(int(meta["image_size"]), meta["mean"], meta["std"], train=False,
+                              pad_fill=meta.get("pad_fill", "edge"))
 
     def split_probs(idx: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        ds = ImageStoreDataset(st, idx, tf, run.in_chans)
+        ds = SignalStoreDataset(st, idx, stf) if signal else ImageStoreDataset(st, idx, tf, run.in_chans)
         return predict_probs(run.model, loader_for(ds, bs, nw), run.taxonomy.ranks, tta=tta)
 
-    probs, labels = split_probs(indices)
+    with torch_threads(run.config.trainer.cpu_threads if signal else None):
+        probs, labels = split_probs(indices)
     metrics, rows = evaluate_probs(probs, labels, run.taxonomy)
     decoded = decode(probs, run.taxonomy)
     metrics["hierarchy"] = hierarchy_metrics(decoded.labels, labels, probs, run.taxonomy)
     if len(st.splits["val"]):
-        val_probs, val_labels = (probs, labels) if split == "val" else split_probs(st.splits["val"])
+        with torch_threads(run.config.trainer.cpu_threads if signal else None):
+            val_probs, val_labels = (probs, labels) if split == "val" else split_probs(st.splits["val"])
         val_decoded = decode(val_probs, run.taxonomy)
         thresholds = choose_thresholds(val_decoded.scores, val_decoded.labels, val_labels, target_precision)
         rollup = {"target_precision": target_precision, "chosen_on": "val",
@@ -87,6 +104,10 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
         metrics["hierarchy"]["rollup"] = {
             **rollup, "reported_at": {rank: float((deepest == r).mean()) for r, rank in enumerate(run.taxonomy.ranks)},
             "precision_at_reported_rank": _rollup_precision(decoded.labels, labels, deepest)}
+    if signal and baseline:
+        from taxotrain.evaluation.baseline import minirocket_baseline
+
+        metrics["baseline"] = {"minirocket": minirocket_baseline(st, split, seed=run.config.run.seed)}
     digest = hashlib.sha1(indices.tobytes() + str(st.attrs.get("created")).encode()).hexdigest()[:16]
     metrics["evaluation"] = {"split": split, "records": int(len(indices)), "checkpoint": str(run.checkpoint),
                              "tta": tta, "split_digest": digest,
@@ -156,14 +177,14 @@ details {{ margin: 1em 0 }}
 <h1>taxotrain report: {html.escape(paths.root.name)}</h1>
 <p class="meta">{html.escape(ev['split'])} split of <code>{html.escape(ev['store'])}</code>, {ev['records']} records;
 checkpoint <code>{html.escape(ev['checkpoint'])}</code>; test-time augmentation: {html.escape(ev['tta'])};
-backbone <code>{html.escape(cfg.model.backbone)}</code> at {run.meta['image_size']} px, {run.in_chans} channel(s);
+backbone <code>{html.escape(cfg.model.backbone)}</code> {_input_text(run)}, {run.in_chans} channel(s);
 evaluated {html.escape(ev['date'])}.</p>
 <h2>Metrics per rank</h2>
 <table><tr>{head}</tr>{body}</table>
+{_baseline_html(metrics, ranks)}
 <p class="meta">Fractions. Records unknown at a rank are left out of that rank. Files:
 <a href="metrics.json">metrics.json</a>, <a href="per_class.csv">per_class.csv</a>,
 <a href="metrics.csv">metrics.csv</a> (per epoch), <a href="config.yaml">config.yaml</a>.</p>
-<h2>Does the hierarchy pay?</h2>
 {_hierarchy_html(metrics, ranks)}
 <h2>Training curves and confusion matrices</h2>
 {imgs}
@@ -176,9 +197,27 @@ evaluated {html.escape(ev['date'])}.</p>
     return write_text_atomic(paths.report, page)
 
 
+def _input_text(run: LoadedRun) -> str:
+    if run.config.task == "signal":
+        norm = "z-normalised per series" if run.meta.get("znorm") else "standardised with the train mean/std"
+        return f"on series of {run.meta['length']} samples ({norm})"
+    return f"at {run.meta['image_size']} px"
+
+
+def _baseline_html(metrics: dict[str, Any], ranks: list[str]) -> str:
+    base = metrics.get("baseline", {}).get("minirocket")
+    if not base:
+        return ""
+    return (f"<h2>Baseline</h2><table><tr><th>model</th><th>top-1</th><th>fit + predict (s)</th></tr>"
+            f"<tr><td>this run</td><td>{_fmt(metrics[ranks[-1]]['top1'])}</td><td>–</td></tr>"
+            f"<tr><td>MiniRocket + ridge</td><td>{_fmt(base['top1'])}</td><td>{base['seconds']:.1f}</td></tr>"
+            f"</table><p class=\"meta\">{html.escape(base['method'])}, fitted on the same {base['train_records']} "
+            "train series and scored on the same split.</p>")
+
+
 def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
     h = metrics.get("hierarchy")
-    if not h:
+    if not h or len(ranks) < 2:  # one rank (e.g. a signal set's class): nothing hierarchical to show
         return ""
     keys = ["chain_accuracy", "partial_chain_accuracy", "mistake_severity", "mistake_tree_distance",
             "hierarchical_precision", "hierarchical_recall", "hierarchical_f1"]
@@ -193,7 +232,8 @@ def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
         roll_txt = (f"<p class=\"meta\">Roll-up (target precision {roll['target_precision']:.0%}, thresholds chosen "
                     f"on val): reported at {at}; precision at the reported rank "
                     f"{_fmt(roll['precision_at_reported_rank'])}.</p>")
-    return (f"<table>{first}</table><table><tr><th>rank</th><th>head top-1</th><th>consistent path top-1</th>"
+    return (f"<h2>Does the hierarchy pay?</h2>\n<table>{first}</table><table><tr><th>rank</th><th>head top-1</th>"
+            "<th>consistent path top-1</th>"
             f"<th>finest head summed to this rank</th></tr>{per_rank}</table>{roll_txt}"
             "<p class=\"meta\">Mistake severity: mean number of ranks up to the common ancestor of a wrong finest "
             "prediction and the truth (1 = sibling). Hierarchical P/R/F1 count every node on the predicted and true "
@@ -203,7 +243,10 @@ def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
 def summary_line(result: EvalResult) -> str:
     """One line per rank: top-1 and macro-F1."""
     parts = [f"{r} top1 {m['top1']:.3f} macro-F1 {m['macro_f1']:.3f}" for r, m in result.metrics.items()
-             if r not in ("evaluation", "hierarchy") and isinstance(m, dict) and m.get("top1") is not None]
+             if r not in ("evaluation", "hierarchy", "baseline") and isinstance(m, dict) and m.get("top1") is not None]
+    base = result.metrics.get("baseline", {}).get("minirocket")
+    if base:
+        parts.append(f"MiniRocket baseline top1 {base['top1']:.3f}")
     return "; ".join(parts) + f"; report {result.report}"
 
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from taxotrain.data.images import build_transforms, read_image_file
 from taxotrain.data.ingest import IMAGE_SUFFIXES
-from taxotrain.evaluation.metrics import model_probs
+from taxotrain.evaluation.metrics import model_probs, resolve_tta
 from taxotrain.files import atomic_path
 from taxotrain.inference.decode import decode, roll_up
 from taxotrain.run import LoadedRun, RunError, load_run
@@ -107,9 +107,17 @@ def predict_files(run: LoadedRun, files: list[Path], topk: int = 5, batch_size: 
 
 
 def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, topk: int = 5,
-                      batch_size: int = 64, workers: int | None = None, tta: str = "none") -> tuple[Path, int, int]:
-    """Predict every image under ``inputs`` with the run's best checkpoint; returns (csv, rows, errors)."""
+                      batch_size: int = 64, workers: int | None = None, tta: str = "auto") -> tuple[Path, int, int]:
+    """Predict every image (or, for a signal run, every series) under ``inputs`` with the run's best checkpoint;
+    returns (csv, rows, errors)."""
     run = load_run(run_dir)
+    if run.config.task == "signal":
+        from taxotrain.inference.predict_signals import write_signal_predictions
+
+        if tta not in ("none", "auto"):
+            raise RunError(f"--tta {tta} flips images; a signal run takes --tta none")
+        return write_signal_predictions(run, inputs, out, topk=topk, batch_size=batch_size)
+    tta = resolve_tta(tta, run.config)
     files = find_images(inputs)
     if not files:
         raise RunError(f"no image files found in {', '.join(map(str, inputs))} (looked for "

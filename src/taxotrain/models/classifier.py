@@ -11,6 +11,7 @@ from torch import nn
 from taxotrain.config import ModelConfig
 from taxotrain.models.backbones import create_backbone
 from taxotrain.models.heads import create_head
+from taxotrain.models.signal_nets import create_signal_net
 from taxotrain.taxonomy import Taxonomy
 
 
@@ -40,12 +41,19 @@ class TaxonomicClassifier(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build_model(cfg: ModelConfig, taxonomy: Taxonomy, in_chans: int, pretrained: bool | None = None) -> nn.Module:
-    """Create the model a config describes; ``pretrained=False`` skips weight downloads (used when restoring)."""
+def build_model(cfg: ModelConfig, taxonomy: Taxonomy, in_chans: int, pretrained: bool | None = None,
+                task: str = "image") -> nn.Module:
+    """Create the model a config describes; ``pretrained=False`` skips weight downloads (used when restoring).
+
+    ``task="signal"`` takes the backbone from the signal-network registry (with ``cfg.kwargs``), else from timm.
+    """
     use_pretrained = cfg.pretrained if pretrained is None else pretrained
-    backbone = create_backbone(cfg.backbone, pretrained=use_pretrained,
-                               pretrained_path=cfg.pretrained_path if use_pretrained else None, in_chans=in_chans,
-                               drop_path_rate=cfg.drop_path_rate)
+    if task == "signal":
+        backbone = create_signal_net(cfg.backbone, in_chans=in_chans, **(cfg.kwargs or {}))
+    else:
+        backbone = create_backbone(cfg.backbone, pretrained=use_pretrained,
+                                   pretrained_path=cfg.pretrained_path if use_pretrained else None,
+                                   in_chans=in_chans, drop_path_rate=cfg.drop_path_rate)
     extra = {"condition": cfg.head_condition} if cfg.head == "conditional" else {}
     head = create_head(cfg.head, backbone.num_features, taxonomy, drop_rate=cfg.drop_rate, **extra)
     return TaxonomicClassifier(backbone, head, list(taxonomy.ranks))

@@ -12,9 +12,10 @@ from torch.utils.data import DataLoader, Sampler
 
 from taxotrain.config import Config, ConfigError
 from taxotrain.data.images import ImageStoreDataset, build_transforms
+from taxotrain.data.signal_data import SignalStoreDataset, build_signal_transforms, signal_norm
 from taxotrain.data.store import Store
 from taxotrain.taxonomy import NULL
-from taxotrain.training.progressive import Stage, expand_stages, probe_batch_size, stage_at
+from taxotrain.training.progressive import Stage, expand_stages, is_progressive, probe_batch_size, stage_at
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -158,3 +159,47 @@ class ImageDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("test"), self.cfg.data.batch_size * 2, None, False)
+
+
+class SignalDataModule(ImageDataModule):
+    """Train/val/test loaders of a signal store (``task: signal``): standardisation, online augmentation.
+
+    ``data.num_workers: auto`` means 0 here: the series sit in a memory map and the transforms are cheap, so worker
+    processes cost more than they save.
+    """
+
+    def __init__(self, cfg: Config, store: Store, stages: list[Stage] | None = None) -> None:
+        L.LightningDataModule.__init__(self)
+        if store.kind != "signal":
+            raise ConfigError(f"task: signal but {store.path} is an {store.kind} store; set task: {store.kind} or "
+                              "prepare a signal source")
+        if is_progressive(cfg):
+            raise ConfigError("progressive: stages grow image sizes and apply to task: image only; remove the "
+                              "progressive section from this signal config")
+        self.stages = stages or expand_stages(cfg)
+        self._train = None
+        self.batch_sizes = {}
+        self.cfg = cfg
+        self.store = store
+        self.channels = int(store.shape[1])
+        self.length = int(store.shape[2])
+        self.mean, self.std = signal_norm(store.attrs)
+        self.workers = 0 if cfg.data.num_workers == "auto" else int(cfg.data.num_workers)
+
+    def dataset(self, split: str, train: bool = False,  # type: ignore[override]
+                stage: Stage | None = None) -> SignalStoreDataset:
+        """The dataset of one split, with training or evaluation transforms."""
+        d = self.cfg.data
+        tf = build_signal_transforms(self.mean, self.std, train, d.signal_augment if train else None)
+        labels = hide_labels(self.store, d.hide_labels, self.cfg.run.seed) if split == "train" else None
+        return SignalStoreDataset(self.store, self.store.splits[split], tf, labels)
+
+
+def create_datamodule(cfg: Config, store: Store, stages: list[Stage] | None = None) -> ImageDataModule:
+    """The data module of ``cfg.task``; a store of the other kind is a one-line error."""
+    if cfg.task == "signal":
+        return SignalDataModule(cfg, store, stages)
+    if store.kind != "image":
+        raise ConfigError(f"{store.path} is a {store.kind} store; set task: {store.kind} (e.g. taxotrain init-config "
+                          f"--task {store.kind})")
+    return ImageDataModule(cfg, store, stages)

@@ -19,10 +19,10 @@ from taxotrain.config import Config, ConfigError, read_yaml, save_config
 from taxotrain.data.store import Store
 from taxotrain.losses import MultiRankLoss
 from taxotrain.models.classifier import build_model
-from taxotrain.run import RunError, RunPaths
+from taxotrain.run import RunError, RunPaths, torch_threads
 from taxotrain.taxonomy import Taxonomy
 from taxotrain.training.callbacks import AtomicCheckpointIO, EpochCSV, PlainProgress, RNGState
-from taxotrain.training.datamodule import ImageDataModule
+from taxotrain.training.datamodule import create_datamodule
 from taxotrain.training.module import ClassifierModule
 from taxotrain.training.progressive import StageRegularization, expand_stages, is_progressive, max_drop_path
 
@@ -154,13 +154,20 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     stages = expand_stages(cfg)
-    dm = ImageDataModule(cfg, store, stages)
+    dm = create_datamodule(cfg, store, stages)
     # built with the largest drop-path of any stage; StageRegularization scales it per stage
-    model = build_model(cfg.model.model_copy(update={"drop_path_rate": max_drop_path(stages)}), taxonomy, dm.channels)
+    model = build_model(cfg.model.model_copy(update={"drop_path_rate": max_drop_path(stages)}), taxonomy, dm.channels,
+                        task=cfg.task)
     loss = MultiRankLoss.from_config(cfg.loss, taxonomy)
-    meta = {"kind": "image", "in_chans": dm.channels, "mean": dm.mean, "std": dm.std,
-            "image_size": dm.eval_size, "pad_fill": cfg.data.pad_fill, "store": str(store.path.resolve())}
-    module = ClassifierModule(model, loss, cfg, taxonomy, meta, stages)
+    if cfg.task == "signal":
+        meta = {"kind": "signal", "in_chans": dm.channels, "mean": dm.mean, "std": dm.std, "length": dm.length,
+                "znorm": bool(store.attrs.get("znorm")), "store": str(store.path.resolve())}
+        shape = f"series of {dm.length} samples"
+    else:
+        meta = {"kind": "image", "in_chans": dm.channels, "mean": dm.mean, "std": dm.std,
+                "image_size": dm.eval_size, "pad_fill": cfg.data.pad_fill, "store": str(store.path.resolve())}
+        shape = f"{dm.eval_size}px"
+    module = ClassifierModule(model, loss, cfg, taxonomy, meta, stages, monitor=monitor)
     if cfg.trainer.compile:
         model.compile(backend=cfg.trainer.compile_backend)  # in place: parameter names and checkpoints unchanged
 
@@ -173,8 +180,11 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     # best, so a run whose last epochs did not improve would resume from a stale epoch
     last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
+
     def stage_columns(trainer: L.Trainer) -> dict[str, Any]:
         stage = dm.current_stage()
+        if cfg.task == "signal":
+            return {"length": dm.length, "batch_size": dm.stage_batch_size(stage)}
         return {"stage": stage.index + 1, "image_size": stage.image_size, "batch_size": dm.stage_batch_size(stage)}
 
     all_callbacks: list[L.Callback] = [EpochCSV(paths.metrics_csv, stage_columns), StageRegularization(stages),
@@ -201,7 +211,7 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     )
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"fit {cfg.model.backbone} ({n_params:.1f}M params, {dm.channels} input channel(s), "
-          f"{cfg.data.image_size}px) on {store.path.name}: {len(store.splits['train'])} train / "
+          f"{shape}) on {store.path.name}: {len(store.splits['train'])} train / "
           f"{len(store.splits['val'])} val records; " + ", ".join(
               f"{n} {r}" for r, n in zip(taxonomy.ranks, taxonomy.num_classes, strict=True))
           + f"; run folder {paths.root}" + (f"; resuming from {ckpt_path}" if ckpt_path else ""), flush=True)
@@ -211,7 +221,8 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
             f"magnitude {s.magnitude}, mixup {s.mixup_alpha:.2f}, dropout {s.drop_rate:.2f}, "
             f"drop-path {s.drop_path_rate:.2f}" for s in stages), flush=True)
     t0 = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    with torch_threads(cfg.trainer.cpu_threads):
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     score = checkpoint.best_model_score
     return FitResult(paths.root, paths.best, monitor, float(score) if score is not None else None,
                      trainer.current_epoch, time.time() - t0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -44,14 +45,43 @@ def warmup_cosine(epoch: float, warmup: float, total: float, min_ratio: float, s
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def build_scheduler(optimizer: torch.optim.Optimizer, opt_cfg: OptimConfig, per_epoch: int, monitor: str, mode: str,
+                    cosine_factor: Callable[[], float]) -> dict[str, Any]:
+    """The Lightning scheduler config of ``optim.schedule``.
+
+    cosine/constant: linear warmup then cosine (or flat), per step, as a function of fractional epochs
+    (``cosine_factor`` gives the current multiplier, progressive stages' ``lr_scale`` included). ``per_epoch`` is the
+    number of optimizer steps per epoch (the cycle length unit of cyclic and sgdr). plateau: torch
+    ``ReduceLROnPlateau`` on the monitored val metric, per epoch. cyclic: ``CyclicLR(mode="triangular2")`` between
+    ``lr * min_lr_ratio`` and ``lr``, half cycle ``cycle_epochs``, per step. sgdr: ``CosineAnnealingWarmRestarts``
+    with ``T_0 = cycle_epochs`` and ``T_mult = cycle_mult``, per step.
+    """
+    sched = torch.optim.lr_scheduler
+    low = opt_cfg.lr * opt_cfg.min_lr_ratio
+    if opt_cfg.schedule == "plateau":
+        plateau = sched.ReduceLROnPlateau(optimizer, mode=mode, factor=opt_cfg.plateau_factor,
+                                          patience=opt_cfg.plateau_patience, min_lr=low)
+        return {"scheduler": plateau, "interval": "epoch", "monitor": monitor, "strict": True}
+    if opt_cfg.schedule in ("cyclic", "sgdr"):
+        cycle = max(1, round(opt_cfg.cycle_epochs * per_epoch))
+        if opt_cfg.schedule == "cyclic":
+            cyclic = sched.CyclicLR(optimizer, base_lr=low, max_lr=opt_cfg.lr, step_size_up=cycle,
+                                    mode="triangular2", cycle_momentum=False)
+            return {"scheduler": cyclic, "interval": "step"}
+        sgdr = sched.CosineAnnealingWarmRestarts(optimizer, T_0=cycle, T_mult=opt_cfg.cycle_mult, eta_min=low)
+        return {"scheduler": sgdr, "interval": "step"}
+    return {"scheduler": sched.LambdaLR(optimizer, lambda _step: cosine_factor()), "interval": "step"}
+
+
 class ClassifierModule(L.LightningModule):
     """Trains ``model`` with ``loss``; knows ranks only by name, never what they mean."""
 
     def __init__(self, model: nn.Module, loss: MultiRankLoss, config: Config, taxonomy: Taxonomy,
-                 meta: dict[str, Any], stages: list[Stage] | None = None) -> None:
+                 meta: dict[str, Any], stages: list[Stage] | None = None, monitor: str | None = None) -> None:
         super().__init__()
         self.stages = stages or expand_stages(config)
-        self.epoch_progress = 0.0  # fractional epochs done, read by the LR schedule
+        self.epoch_progress = 0.0  # fractional epochs done, read by the cosine LR schedule
+        self.monitor = monitor or f"val/{taxonomy.finest}/top1"
         self.model = model
         self.loss = loss
         self.config = config
@@ -64,7 +94,7 @@ class ClassifierModule(L.LightningModule):
         self.mixer = TaxonomyMixer(config.mix, taxonomy.ranks)
         self.gradnorm = (GradNorm(len(taxonomy.ranks), config.loss.gradnorm_alpha, config.loss.gradnorm_lr)
                          if config.loss.weighting == "gradnorm" else None)
-        self.channels_last = config.trainer.channels_last
+        self.channels_last = config.trainer.channels_last and config.task == "image"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
@@ -73,7 +103,7 @@ class ClassifierModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch
-        return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y
+        return (x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x), y
 
     # ------------------------------------------------------------------ steps
 
@@ -138,8 +168,10 @@ class ClassifierModule(L.LightningModule):
         kwargs: dict[str, Any] = {"momentum": opt_cfg.momentum} if opt_cfg.name == "sgd" else {}
         optimizer = timm.optim.create_optimizer_v2(self.model, opt=opt_cfg.name, lr=opt_cfg.lr,
                                                    weight_decay=opt_cfg.weight_decay, **kwargs)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: self.lr_factor(self.epoch_progress))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs or 1))
+        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(
+            optimizer, opt_cfg, per_epoch, self.monitor, self.config.trainer.monitor_mode,
+            lambda: self.lr_factor(self.epoch_progress))}
 
     # ------------------------------------------------------------------ checkpoint metadata
 
