@@ -433,6 +433,18 @@ def parse_override(item: str) -> dict[str, Any]:
     return node
 
 
+def nested(values: dict[str, Any]) -> dict[str, Any]:
+    """``{"optim.lr": 1e-3}`` -> ``{"optim": {"lr": 1e-3}}``: dotted keys as config sections (values kept as given)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with a one-line error for a missing or malformed file."""
     path = Path(path)
@@ -502,13 +514,8 @@ def check_space(cfg: Config) -> None:
             raise ConfigError(f"{where}: '{key}' is not a config key{hint}; use a dotted key from docs/config.md, "
                               "e.g. optim.lr")
         for what, value in _probes(spec):
-            trial = _deep_merge(base, parse_override(f"{key}=0"))
-            node = trial
-            for part in key.split(".")[:-1]:
-                node = node[part]
-            node[key.split(".")[-1]] = value
             try:
-                Config.model_validate(trial)
+                Config.model_validate(_deep_merge(base, nested({key: value})))
             except ValidationError as exc:
                 msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
                 raise ConfigError(f"{where}: {what} {value!r} is not a valid '{key}' ({msg}); change the "

@@ -7,8 +7,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from taxotrain.config import ConfigError, load_config
-from taxotrain.tuning.study import make_pruner, make_sampler, nested, suggest, trial_config
+from taxotrain.config import ConfigError, load_config, nested
+from taxotrain.tuning.study import make_pruner, make_sampler, suggest, trial_config
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = ("tune.space={optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}, "

@@ -19,7 +19,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from taxotrain.config import Config
+from taxotrain.config import Config, nested
 from taxotrain.files import atomic_path, write_text_atomic
 
 PLOTS = ("optimization_history", "param_importances", "intermediate_values")
@@ -81,8 +81,6 @@ def write_trials_csv(study: optuna.Study, path: Path) -> Path:
 
 def write_best_params(study: optuna.Study, cfg: Config, path: Path) -> Path | None:
     """The best trial's values as nested YAML with a comment saying where they came from; None before any."""
-    from taxotrain.tuning.study import nested
-
     best = _best(study)
     if best is None:
         return None

@@ -34,7 +34,7 @@ import optuna
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
-from taxotrain.config import Config, ConfigError, TuneConfig, _one_line, config_to_dict, save_config
+from taxotrain.config import Config, ConfigError, TuneConfig, _one_line, config_to_dict, nested, save_config
 from taxotrain.training.engine import FitResult
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -204,18 +204,6 @@ def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
         else:
             params[key] = trial.suggest_float(key, spec.low, spec.high, step=spec.step, log=spec.log)
     return params
-
-
-def nested(params: dict[str, Any]) -> dict[str, Any]:
-    """``{"optim.lr": 1e-3}`` -> ``{"optim": {"lr": 1e-3}}`` (the shape of a config file and ``--params``)."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
 
 
 def with_values(cfg: Config, params: dict[str, Any], **sections: dict[str, Any]) -> Config:
