@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("taxotrain-demo"), help="folder for everything (default "
                    "./taxotrain-demo)")
     s.add_argument("--epochs", type=int, default=6, help="training epochs of the image model (default 6)")
-    s.add_argument("--signal-epochs", type=int, default=40, help="training epochs of the OSULeaf signal model "
-                   "(default 40; 0 skips the signal part)")
+    s.add_argument("--signal-epochs", type=int, default=25, help="training epochs of the OSULeaf signal model "
+                   "(default 25; 0 skips the signal part)")
     return p
 
 

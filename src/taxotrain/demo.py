@@ -142,7 +142,7 @@ def _index(out: Path, reports: dict[str, Path]) -> Path:
 
 
 def run_demo(out: str | Path = "taxotrain-demo", epochs: int = 6, per_species: int = 40,
-             signal_epochs: int = 40) -> Path:
+             signal_epochs: int = 25) -> Path:
     """Generate the synthetic set, then prepare, fit, evaluate and predict; then the same on OSULeaf signals
     (``signal_epochs=0`` skips them). Returns the image report path; ``index.html`` links both reports."""
     out = Path(out)
