@@ -83,3 +83,16 @@ def test_gradnorm_moves_weight_towards_the_rank_with_small_gradients() -> None:
         weights = gn.step([(z * 10).pow(2).mean(), z.pow(2).mean()], shared)  # rank 0 has 10x the gradient
     assert weights.sum().item() == pytest.approx(2.0, rel=1e-5)
     assert weights[1] > weights[0]
+
+
+def test_coarse_ranks_weigh_a_quarter_by_default_and_rank_weights_override() -> None:
+    from taxotrain.config import LossConfig
+    from taxotrain.losses import resolve_rank_weights
+
+    ranks = ["family", "genus", "species"]
+    assert resolve_rank_weights(LossConfig(), ranks) == {"family": 0.25, "genus": 0.25, "species": 1.0}
+    assert resolve_rank_weights(LossConfig(coarse_weight=1.0, rank_weights={"genus": 0.5}), ranks) == {
+        "family": 1.0, "genus": 0.5, "species": 1.0}
+    assert resolve_rank_weights(LossConfig(), ["class"]) == {"class": 1.0}  # a single rank is the finest
+    with pytest.raises(ValueError, match="unknown rank"):
+        resolve_rank_weights(LossConfig(rank_weights={"order": 1.0}), ranks)

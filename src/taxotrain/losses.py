@@ -29,6 +29,17 @@ def taxonomic_targets(taxonomy: Taxonomy, rank: int, eps: float, decay: float) -
     return torch.from_numpy((1 - eps) * np.eye(n) + eps * w).float()
 
 
+def resolve_rank_weights(cfg: LossConfig, ranks: list[str]) -> dict[str, float]:
+    """Weight of each rank in the summed loss: ``coarse_weight`` for every rank above the finest, 1 for the finest,
+    and ``rank_weights`` over both."""
+    weights = {r: (1.0 if i == len(ranks) - 1 else cfg.coarse_weight) for i, r in enumerate(ranks)}
+    unknown = set(cfg.rank_weights or {}) - set(ranks)
+    if unknown:
+        raise ValueError(f"loss.rank_weights names unknown rank(s) {', '.join(sorted(unknown))}; the ranks are "
+                         f"{', '.join(ranks)}")
+    return {**weights, **(cfg.rank_weights or {})}
+
+
 class MultiRankLoss(nn.Module):
     """Weighted sum over ranks of (smoothed) cross-entropy; records unknown at a rank do not count there."""
 
@@ -54,7 +65,7 @@ class MultiRankLoss(nn.Module):
         if cfg.smoothing == "taxonomic":
             soft = [taxonomic_targets(taxonomy, r, cfg.label_smoothing, cfg.smoothing_decay)
                     for r in range(len(taxonomy.ranks))]
-        return cls(taxonomy.ranks, cfg.label_smoothing, cfg.rank_weights, soft)
+        return cls(taxonomy.ranks, cfg.label_smoothing, resolve_rank_weights(cfg, taxonomy.ranks), soft)
 
     def _one(self, r: int, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         known = y != NULL
