@@ -515,7 +515,8 @@ def check_space(cfg: Config) -> None:
         where = f"tune.space.{key}"
         if key.startswith(_UNSEARCHABLE):
             raise ConfigError(f"{where}: '{key}' cannot be searched (each trial sets run.dir and tune.*); remove it")
-        if key not in keys:
+        # model.kwargs.<name>: a network's own argument (e.g. resnet1d's width), checked when the network is built
+        if key not in keys and not (key.startswith("model.kwargs.") and len(key) > len("model.kwargs.")):
             near = difflib.get_close_matches(key, keys, n=1)
             hint = f" (did you mean '{near[0]}'?)" if near else ""
             raise ConfigError(f"{where}: '{key}' is not a config key{hint}; use a dotted key from docs/config.md, "

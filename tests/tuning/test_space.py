@@ -101,3 +101,11 @@ def test_tune_without_space_or_store_is_one_line_and_writes_nothing(tmp_path: Pa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none.h5 not found" in err
     assert not (tmp_path / "a").exists()
+
+
+def test_model_specific_widths_are_searchable_through_model_kwargs() -> None:
+    cfg = load_config(ROOT / "configs" / "tune_ucr.yaml", [
+        "tune.space={model.kwargs.width: {type: categorical, choices: [16, 64]}, model.kwargs.depth: "
+        "{type: int, low: 2, high: 4}}"])
+    trial = trial_config(cfg, {"model.kwargs.width": 64, "model.kwargs.depth": 3}, 0)
+    assert trial.model.kwargs == {"width": 64, "kernels": [7, 5, 3], "depth": 3}  # merged into the recipe's kwargs
