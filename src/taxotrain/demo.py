@@ -111,7 +111,8 @@ def _claim(out: Path) -> None:
 SIGNAL_OVERRIDES = ["task=signal", "model.backbone=resnet1d", "model.kwargs={width: 32, kernels: [7, 5, 3]}",
                     "data.batch_size=16", "data.signal_augment.time_warp=0", "optim.lr=0.003",
                     "optim.weight_decay=0.01", "optim.warmup_epochs=1", "optim.min_lr_ratio=0.01",
-                    "loss.label_smoothing=0.1", "trainer.monitor=val/loss", "trainer.monitor_mode=min", "trainer.early_stopping_patience=null", "trainer.channels_last=false",
+                    "loss.label_smoothing=0.1", "trainer.monitor=val/loss", "trainer.monitor_mode=min",
+                    "trainer.early_stopping_patience=null", "trainer.channels_last=false",
                     "trainer.cpu_threads=1", "trainer.log_every_n_steps=10", "data.num_workers=0"]
 
 
