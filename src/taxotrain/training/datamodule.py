@@ -78,10 +78,14 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         self.store = store
-        self.stages = stages or expand_stages(cfg)
+        self._init_stages(cfg, stages)
         self.channels = resolve_channels(cfg, store)
         self.mean, self.std = store.norm(self.channels)
         self.workers = resolve_workers(cfg.data.num_workers)
+
+    def _init_stages(self, cfg: Config, stages: list[Stage] | None) -> None:
+        """The per-stage loader state every data module shares."""
+        self.stages = stages or expand_stages(cfg)
         self._train: tuple[int, DataLoader] | None = None  # (stage index, loader), reused within a stage
         self.batch_sizes: dict[int, int] = {}  # stage index -> resolved batch size
 
@@ -176,9 +180,7 @@ class SignalDataModule(ImageDataModule):
         if is_progressive(cfg):
             raise ConfigError("progressive: stages grow image sizes and apply to task: image only; remove the "
                               "progressive section from this signal config")
-        self.stages = stages or expand_stages(cfg)
-        self._train = None
-        self.batch_sizes = {}
+        self._init_stages(cfg, stages)
         self.cfg = cfg
         self.store = store
         self.channels = int(store.shape[1])
