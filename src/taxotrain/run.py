@@ -78,6 +78,10 @@ class RunPaths:
     def per_class(self) -> Path:
         return self.root / "per_class.csv"
 
+    def predictions(self, split: str) -> Path:
+        """Per-record probabilities, labels and decoded paths of the last evaluation on ``split`` (for --compare)."""
+        return self.root / f"predictions_{split}.npz"
+
     @property
     def report(self) -> Path:
         return self.root / "report.html"

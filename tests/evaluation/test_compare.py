@@ -21,12 +21,21 @@ def test_compare_flat_and_hierarchical(trained_run: Path, plankton_store: Path, 
     assert main(["evaluate", "--compare", str(trained_run), str(other), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| chain_accuracy (higher is better) |" in printed and str(out / "compare.html") in printed
+    assert f"hsoftmax - {trained_run.name} (95% CI)" in printed
     with (out / "compare.csv").open() as fh:
         rows = {r["metric"]: r for r in csv.DictReader(fh)}
     for key in ("class top1", "group top1", "mistake_severity", "hierarchical_f1", "group top1 from summed finest"):
         assert key in rows
     m = json.loads((other / "metrics.json").read_text())
+    base = json.loads((trained_run / "metrics.json").read_text())
     assert float(rows["class top1"]["hsoftmax"]) == pytest.approx(m["class"]["top1"], abs=1e-3)
+    diff = f"hsoftmax - {trained_run.name}"
+    for key, a, b in (("class top1", base["class"]["top1"], m["class"]["top1"]),
+                      ("mistake_severity", base["hierarchy"]["mistake_severity"], m["hierarchy"]["mistake_severity"])):
+        row = rows[key]
+        assert float(row[diff]) == pytest.approx(b - a, abs=1e-6)
+        assert float(row[f"{diff} low"]) <= float(row[diff]) <= float(row[f"{diff} high"])
+    assert rows["hierarchical_f1"][diff] == ""  # no interval for a metric the resampling does not cover
     assert set(m["hierarchy"]) >= {"chain_accuracy", "partial_chain_accuracy", "mistake_severity",
                                    "hierarchical_precision", "hierarchical_recall", "hierarchical_f1"}
     assert (out / "compare.png").stat().st_size > 5000

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from taxotrain.evaluation.hierarchy import hierarchy_metrics
-from taxotrain.inference.decode import choose_thresholds, decode, endpoints, roll_up
+from taxotrain.inference.decode import choose_thresholds, decode, endpoint_heights, endpoints, roll_up
 from taxotrain.taxonomy import NULL, Taxonomy
 
 RANKS = ["family", "genus", "species"]
@@ -45,6 +45,8 @@ def test_metrics_known_answers() -> None:
     assert m["hierarchical_precision"] == pytest.approx(12 / 17)
     assert m["hierarchical_recall"] == pytest.approx(12 / 16)
     assert m["decoded_top1"]["species"] == pytest.approx(3 / 5)
+    # the two mistakes' heights (1 and 3) over the 5 records with a species label
+    assert m["hierarchical_distance_at_1"] == pytest.approx(4 / 5)
 
 
 def test_coarse_from_fine_sums_fine_probabilities() -> None:
@@ -97,3 +99,25 @@ def test_roll_up_stops_at_the_deepest_confident_rank() -> None:
     deepest, label = roll_up(Decoded(decoded, scores), th)
     assert (deepest[~wrong] == 2).all() and (deepest[wrong] == 1).all()
     assert (label[wrong] == decoded[wrong, 1]).all()
+
+
+def test_endpoint_heights_match_the_taxonomy() -> None:
+    paths, end_rank = endpoints(TAX)
+    heights = endpoint_heights(TAX, paths)
+    for e in np.flatnonzero(end_rank == 2):
+        for j in range(TAX.num_classes[2]):
+            assert heights[e, j] == TAX.lca_height(2, int(paths[e, 2]), j)
+    g4 = next(e for e in range(len(paths)) if paths[e, 1] == TAX.index(1, "G4"))
+    # G4 (no species below it) shares only F2 with S4 and S5, nothing with S1
+    assert heights[g4, TAX.index(2, "S4")] == 2 and heights[g4, TAX.index(2, "S1")] == 3
+
+
+def test_risk_moves_an_unsure_prediction_to_where_the_mass_is() -> None:
+    # S4 alone is the likeliest species (0.36), but 0.64 of the mass sits in genus G1 (S1, S2): answering S1 risks
+    # an expected height of 0.32 * 1 + 0.36 * 3 = 1.40 against S4's 0.64 * 3 = 1.92
+    species = np.zeros((1, 5))
+    for name, p in (("S1", 0.32), ("S2", 0.32), ("S4", 0.36)):
+        species[0, TAX.index(2, name)] = p
+    probs = {"family": np.full((1, 2), 0.5), "genus": np.full((1, 4), 0.25), "species": species}
+    assert decode(probs, TAX, beta=0, risk=0).labels[0].tolist() == path("S4")
+    assert decode(probs, TAX, beta=0, risk=2).labels[0].tolist() in (path("S1"), path("S2"))

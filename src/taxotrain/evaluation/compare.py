@@ -1,4 +1,9 @@
-"""``taxotrain evaluate --compare RUN_A RUN_B``: runs side by side on the same test split, in one table and plot."""
+"""``taxotrain evaluate --compare RUN_A RUN_B``: runs side by side on the same test split, in one table and plot.
+
+Every run after the first also gets its difference from the first with a 95% paired bootstrap interval
+(``evaluation/intervals.py``) for the per-rank top-1, chain accuracy, mistake severity and hierarchical distance, so
+the table says which differences the test split can tell apart.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +19,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from taxotrain.evaluation.intervals import paired_differences, record_arrays  # noqa: E402
 from taxotrain.evaluation.report import evaluate_run  # noqa: E402
 from taxotrain.files import atomic_path, write_text_atomic  # noqa: E402
 from taxotrain.run import RunError, RunPaths  # noqa: E402
 
 HIERARCHY_ROWS = [("chain_accuracy", "higher"), ("partial_chain_accuracy", "higher"),
-                  ("hierarchical_f1", "higher"), ("mistake_severity", "lower"), ("mistake_tree_distance", "lower")]
+                  ("hierarchical_f1", "higher"), ("mistake_severity", "lower"), ("mistake_tree_distance", "lower"),
+                  ("hierarchical_distance_at_1", "lower")]
 
 
 @dataclass
@@ -30,11 +37,25 @@ class Comparison:
     csv: Path
     png: Path
     html: Path
+    names: list[str]
+
+    @property
+    def differences(self) -> list[str]:
+        """Columns of the differences from the first run (each with ``low``/``high`` columns beside it)."""
+        return [f"{n} - {self.names[0]}" for n in self.names[1:]]
+
+
+def format_difference(row: dict[str, Any], col: str) -> str:
+    """``+0.012 [-0.004, +0.027]``, starred when the 95% interval excludes 0; ``–`` without an interval."""
+    if row.get(col) is None:
+        return "–"
+    star = "*" if row[f"{col} low"] > 0 or row[f"{col} high"] < 0 else ""
+    return f"{row[col]:+.3f} [{row[f'{col} low']:+.3f}, {row[f'{col} high']:+.3f}]{star}"
 
 
 def _metrics(run: Path) -> dict[str, Any]:
     path = RunPaths(run).metrics_json
-    if path.is_file():
+    if path.is_file() and RunPaths(run).predictions("test").is_file():
         metrics = json.loads(path.read_text())
         if "hierarchy" in metrics and metrics.get("evaluation", {}).get("split") == "test":
             return metrics
@@ -51,7 +72,8 @@ def comparison_rows(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             rows.append({"metric": f"{rank} {m}", "better": "higher",
                          **{name: met[rank][m] for name, met in metrics.items()}})
     for key, better in HIERARCHY_ROWS:
-        rows.append({"metric": key, "better": better, **{name: met["hierarchy"][key] for name, met in metrics.items()}})
+        rows.append({"metric": key, "better": better,
+                     **{name: met["hierarchy"].get(key) for name, met in metrics.items()}})
     for rank in ranks[:-1]:
         rows.append({"metric": f"{rank} top1 from summed finest", "better": "higher",
                      **{name: met["hierarchy"]["coarse_from_fine"][rank] for name, met in metrics.items()}})
@@ -72,16 +94,27 @@ def compare_runs(runs: list[str | Path], out: str | Path) -> Comparison:
         raise RunError("the runs were evaluated on different test splits (" + ", ".join(
             f"{n}: {m['evaluation']['store']}" for n, m in metrics.items()) + "); compare runs of the same store")
     rows = comparison_rows(metrics)
+    ranks = [r["metric"][: -len(" top1")] for r in rows if r["metric"].endswith(" top1")]
+    arrays = {n: record_arrays(RunPaths(run).predictions("test"), ranks) for n, run in zip(names, map(Path, runs),
+                                                                                          strict=True)}
+    diff_columns = []
+    for name in names[1:]:
+        diffs = paired_differences(arrays[names[0]], arrays[name])
+        col = f"{name} - {names[0]}"
+        diff_columns += [col, f"{col} low", f"{col} high"]
+        for row in rows:
+            d = diffs.get(row["metric"])
+            row[col], row[f"{col} low"], row[f"{col} high"] = d if d else (None, None, None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "compare.csv"
     with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["metric", "better", *names])
+        writer = csv.DictWriter(fh, fieldnames=["metric", "better", *names, *diff_columns])
         writer.writeheader()
         writer.writerows(rows)
     png = _plot(rows, names, out / "compare.png")
     write_text_atomic(out / "compare.html", _html(rows, names, metrics, png))
-    return Comparison(rows, csv_path, png, out / "compare.html")
+    return Comparison(rows, csv_path, png, out / "compare.html", names)
 
 
 def _plot(rows: list[dict[str, Any]], names: list[str], path: Path) -> Path:
@@ -115,15 +148,20 @@ def _html(rows: list[dict[str, Any]], names: list[str], metrics: dict[str, Any],
         style = ' style="font-weight:bold"' if v == best and len(set(vals)) > 1 else ""
         return f"<td{style}>{v:.3f}</td>"
 
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    diffs = [f"{n} - {names[0]}" for n in names[1:]]
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names) + "".join(
+        f"<th>{html.escape(d)} (95% CI)</th>" for d in diffs)
     body = "".join(f"<tr><td>{html.escape(r['metric'])} ({r['better']} is better)</td>"
-                   + "".join(cell(r, n) for n in names) + "</tr>" for r in rows)
+                   + "".join(cell(r, n) for n in names)
+                   + "".join(f"<td>{html.escape(format_difference(r, d))}</td>" for d in diffs) + "</tr>" for r in rows)
     ev = next(iter(metrics.values()))["evaluation"]
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>taxotrain comparison</title>
 <style>body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto }} table {{ border-collapse:
 collapse }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right }} td:first-child {{ text-align:
 left }}</style></head><body><h1>Does the hierarchy pay?</h1>
-<p>Same test split of <code>{html.escape(str(ev['store']))}</code> ({ev['records']} records). Best value in bold.</p>
+<p>Same test split of <code>{html.escape(str(ev['store']))}</code> ({ev['records']} records). Best value in bold.
+Differences from the first run with a 95% paired bootstrap interval (2,000 resamples of the test records); * marks an
+interval that excludes 0.</p>
 <table><tr><th>metric</th>{head}</tr>{body}</table><img src="{png.name}" alt="comparison" style="max-width:100%">
 </body></html>
 """
@@ -131,9 +169,10 @@ left }}</style></head><body><h1>Does the hierarchy pay?</h1>
 
 def format_table(comparison: Comparison) -> str:
     """The comparison as a Markdown table (what the CLI prints and the README shows)."""
-    names = [k for k in comparison.rows[0] if k not in ("metric", "better")]
-    lines = ["| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    names, diffs = comparison.names, comparison.differences
+    cols = [*names, *(f"{d} (95% CI)" for d in diffs)]
+    lines = ["| metric | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
     for r in comparison.rows:
-        vals = " | ".join("–" if r[n] is None else f"{r[n]:.3f}" for n in names)
-        lines.append(f"| {r['metric']} ({r['better']} is better) | {vals} |")
+        vals = ["–" if r[n] is None else f"{r[n]:.3f}" for n in names] + [format_difference(r, d) for d in diffs]
+        lines.append(f"| {r['metric']} ({r['better']} is better) | " + " | ".join(vals) + " |")
     return "\n".join(lines)

@@ -16,7 +16,7 @@ import numpy as np
 from taxotrain.data.images import ImageStoreDataset, build_transforms
 from taxotrain.data.signal_data import SignalStoreDataset, build_signal_transforms
 from taxotrain.data.store import SPLITS, Store
-from taxotrain.evaluation.hierarchy import hierarchy_metrics
+from taxotrain.evaluation.hierarchy import hierarchy_metrics, record_heights
 from taxotrain.evaluation.metrics import confusion, evaluate_probs, loader_for, predict_probs, resolve_tta
 from taxotrain.evaluation.plots import plot_confusion, plot_curves
 from taxotrain.files import atomic_path, write_text_atomic
@@ -113,7 +113,9 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
                              "tta": tta, "split_digest": digest,
                              "store": str(st.path), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
-    files = [_write_json(paths.metrics_json, metrics), _write_per_class(paths.per_class, rows)]
+    files = [_write_json(paths.metrics_json, metrics), _write_per_class(paths.per_class, rows),
+             _write_predictions(paths.predictions(split), probs, labels, decoded.labels, indices,
+                                record_heights(decoded.labels, labels, run.taxonomy))]
     confusions = []
     for r, rank in enumerate(run.taxonomy.ranks):
         cm = confusion(probs[rank], labels[:, r])
@@ -135,6 +137,15 @@ def _rollup_precision(decoded: np.ndarray, labels: np.ndarray, deepest: np.ndarr
 
 def _write_json(path: Path, metrics: dict[str, Any]) -> Path:
     return write_text_atomic(path, json.dumps(metrics, indent=2) + "\n")
+
+
+def _write_predictions(path: Path, probs: dict[str, np.ndarray], labels: np.ndarray, decoded: np.ndarray,
+                       indices: np.ndarray, heights: np.ndarray) -> Path:
+    """Per-record arrays that ``--compare`` resamples for its confidence intervals."""
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.savez_compressed(fh, labels=labels, decoded=decoded, indices=indices, heights=heights,
+                            **{f"probs_{rank}": p.astype(np.float32) for rank, p in probs.items()})
+    return path
 
 
 def _write_per_class(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -220,8 +231,8 @@ def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
     if not h or len(ranks) < 2:  # one rank (e.g. a signal set's class): nothing hierarchical to show
         return ""
     keys = ["chain_accuracy", "partial_chain_accuracy", "mistake_severity", "mistake_tree_distance",
-            "hierarchical_precision", "hierarchical_recall", "hierarchical_f1"]
-    first = "".join(f"<tr><td>{k.replace('_', ' ')}</td><td>{_fmt(h[k])}</td></tr>" for k in keys)
+            "hierarchical_distance_at_1", "hierarchical_precision", "hierarchical_recall", "hierarchical_f1"]
+    first = "".join(f"<tr><td>{k.replace('_', ' ')}</td><td>{_fmt(h.get(k))}</td></tr>" for k in keys)
     per_rank = "".join(
         f"<tr><td>{html.escape(r)}</td><td>{_fmt(metrics[r]['top1'])}</td><td>{_fmt(h['decoded_top1'][r])}</td>"
         f"<td>{_fmt(h['coarse_from_fine'].get(r))}</td></tr>" for r in ranks)
@@ -236,7 +247,8 @@ def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
             "<th>consistent path top-1</th>"
             f"<th>finest head summed to this rank</th></tr>{per_rank}</table>{roll_txt}"
             "<p class=\"meta\">Mistake severity: mean number of ranks up to the common ancestor of a wrong finest "
-            "prediction and the truth (1 = sibling). Hierarchical P/R/F1 count every node on the predicted and true "
+            "prediction and the truth (1 = sibling); hierarchical distance at 1 averages that height over all "
+            "records, right ones counting 0. Hierarchical P/R/F1 count every node on the predicted and true "
             "paths (Kiritchenko et al.).</p>")
 
 

@@ -1,0 +1,52 @@
+"""Paired bootstrap intervals: known observed differences, and intervals that do or do not exclude 0."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from taxotrain.evaluation.intervals import paired_differences
+
+
+def arrays(hits: np.ndarray, heights: np.ndarray) -> dict[str, np.ndarray]:
+    return {"indices": np.arange(len(hits)), "class top1": hits.astype(float), "chain_accuracy": hits.astype(float),
+            "heights": heights.astype(float)}
+
+
+def test_identical_runs_differ_by_nothing() -> None:
+    rng = np.random.default_rng(0)
+    hits = rng.random(500) < 0.6
+    a = arrays(hits, np.where(hits, 0, rng.integers(1, 4, 500)))
+    d = paired_differences(a, a, resamples=200)
+    assert all(v == (0.0, 0.0, 0.0) for v in d.values())
+
+
+def test_a_clear_gain_excludes_zero_and_a_tiny_one_does_not() -> None:
+    rng = np.random.default_rng(1)
+    base_hits = rng.random(2000) < 0.6
+    better = base_hits | (rng.random(2000) < 0.25)  # fixes about a quarter of the mistakes
+    heights = np.where(base_hits, 0, 3)
+    d = paired_differences(arrays(base_hits, heights), arrays(better, np.where(better, 0, 3)), resamples=500)
+    obs, lo, hi = d["class top1"]
+    assert obs == pytest.approx(better.mean() - base_hits.mean()) and 0 < lo < obs < hi
+    assert d["mistake_severity"] == (0.0, 0.0, 0.0)  # every mistake is height 3 in both
+    h_obs, h_lo, h_hi = d["hierarchical_distance_at_1"]
+    assert h_obs == pytest.approx(3 * (better.mean() - base_hits.mean()) * -1) and h_hi < 0
+    tiny = base_hits.copy()
+    tiny[np.flatnonzero(~base_hits)[:2]] = True  # two records fixed out of 2,000
+    _, lo, hi = paired_differences(arrays(base_hits, heights), arrays(tiny, np.where(tiny, 0, 3)))["class top1"]
+    assert lo <= 0 < hi
+
+
+def test_severity_ignores_unscored_records() -> None:
+    hits = np.array([1, 0, 0, 1, 0])
+    base = arrays(hits, np.array([0, 1, 1, 0, np.nan]))
+    other = arrays(hits, np.array([0, 3, 1, 0, np.nan]))
+    assert paired_differences(base, other, resamples=50)["mistake_severity"][0] == pytest.approx(1.0)
+
+
+def test_different_records_are_refused() -> None:
+    a = arrays(np.ones(5, bool), np.zeros(5))
+    b = {**a, "indices": np.arange(1, 6)}
+    with pytest.raises(ValueError, match="different test records"):
+        paired_differences(a, b)
