@@ -3,11 +3,14 @@
 Both recipes train timm resnet18 with taxotrain's defaults on the plankton store, using the same share of the train
 split per epoch and validating on the whole val split after every epoch. The fixed recipe trains at the full size
 throughout; its wall time to its final val class top-1 is the baseline. The progressive recipe grows the image size
-from ``--start-size`` to the full size over ``--stages`` stages (``progressive.start_size``/``num_stages``), and its
+from ``--start-size`` to the full size over ``--stages`` stages (``progressive.start_size``/``num_stages``; with
+``progressive.scale_batch`` on by default: larger batches and a square-root-scaled LR at the smaller sizes, the
+EfficientNetV2 recipe; ``--no-scale-batch`` keeps batch 64, ``--recipe`` takes explicit stages), and its
 time is the wall time at the first epoch whose val class top-1 reaches the fixed recipe's final figure. Wall times
 are measured from the start of training, validation included, by a callback in the same process.
 
 Usage: python benchmarks/progressive.py [--size 48] [--start-size 24] [--epochs 4] [--progressive-epochs 5]
+                                       [--no-scale-batch] [--recipe YAML]
 Ends with ``RATIO <progressive time to accuracy / fixed time to accuracy>`` (a time ratio: lower is better); when
 the progressive run never reaches the fixed accuracy, its total time is used and the row says so.
 """
@@ -63,6 +66,11 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4, help="epochs of the fixed recipe")
     p.add_argument("--progressive-epochs", type=int, default=5, help="epochs of the progressive recipe")
     p.add_argument("--train-fraction", type=float, default=0.5, help="share of the train split per epoch")
+    p.add_argument("--scale-batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="progressive.scale_batch: larger batches (and a sqrt-scaled LR) at the smaller sizes")
+    p.add_argument("--recipe", default=None,
+                   help="explicit progressive.stages as YAML, e.g. '[{epochs: 3, image_size: 24}, {epochs: 2}]' "
+                        "(overrides --start-size/--stages/--scale-batch)")
     args = p.parse_args()
     store = str(plankton_store())
     common = [f"data.image_size={args.size}", f"trainer.limit_train_batches={args.train_fraction}"]
@@ -70,10 +78,16 @@ def main() -> None:
     fixed = run(store, [*common, f"trainer.max_epochs={args.epochs}"])
     target = fixed[-1][1]
     t_fixed = next(s for s, acc, _ in fixed if acc >= target)
-    print(f"progressive: {args.progressive_epochs} epochs, {args.start_size}px -> {args.size}px in {args.stages} "
-          "stages", flush=True)
-    prog = run(store, [*common, f"trainer.max_epochs={args.progressive_epochs}",
-                       f"progressive.start_size={args.start_size}", f"progressive.num_stages={args.stages}"])
+    if args.recipe:
+        recipe = [f"progressive.stages={args.recipe}"]
+        described = f"stages {args.recipe}"
+    else:
+        recipe = [f"progressive.start_size={args.start_size}", f"progressive.num_stages={args.stages}",
+                  f"progressive.scale_batch={str(args.scale_batch).lower()}"]
+        described = (f"{args.start_size}->{args.size}px in {args.stages} stages"
+                     + (", batch scaled" if args.scale_batch else ""))
+    print(f"progressive: {args.progressive_epochs} epochs, {described}", flush=True)
+    prog = run(store, [*common, f"trainer.max_epochs={args.progressive_epochs}", *recipe])
     reached = [s for s, acc, _ in prog if acc >= target]
     t_prog = reached[0] if reached else prog[-1][0]
     note = "" if reached else f"; NOT REACHED (best {max(a for _, a, _ in prog):.4f}): total time used"
@@ -81,7 +95,7 @@ def main() -> None:
           + (f"reached it at {t_prog:.0f}s" if reached else f"did not reach it in {t_prog:.0f}s") + note)
     record("progressive", f"{t_prog:.0f} vs {t_fixed:.0f} s to val class top-1 {target:.3f}", t_prog / t_fixed,
            f"resnet18, fixed {args.epochs} ep at {args.size}px vs progressive {args.progressive_epochs} ep "
-           f"{args.start_size}->{args.size}px in {args.stages} stages, {args.train_fraction:g} of train per epoch"
+           f"{described}, {args.train_fraction:g} of train per epoch"
            + note)
 
 
