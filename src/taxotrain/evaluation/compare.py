@@ -118,8 +118,10 @@ def compare_runs(runs: list[str | Path], out: str | Path) -> Comparison:
 
 
 def _plot(rows: list[dict[str, Any]], names: list[str], path: Path) -> Path:
+    """Left: every metric of every run. Right: each run's difference from the first with its 95% interval, signed so
+    that right of 0 is better, which shows at a glance which differences the test split can tell apart."""
     shown = [r for r in rows if r["better"] == "higher" and all(r[n] is not None for n in names)]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [4, 1]})
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.8), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         axes[0].bar([j + i * width for j in range(len(shown))], [r[name] for r in shown], width, label=name)
@@ -127,11 +129,31 @@ def _plot(rows: list[dict[str, Any]], names: list[str], path: Path) -> Path:
                        [r["metric"] for r in shown], rotation=35, ha="right", fontsize=8)
     axes[0].set_ylim(0, 1)
     axes[0].set_ylabel("higher is better")
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     axes[0].grid(axis="y", alpha=0.3)
-    sev = next(r for r in rows if r["metric"] == "mistake_severity")
-    axes[1].bar(names, [sev[n] for n in names], color=[f"C{i}" for i in range(len(names))])
-    axes[1].set_title("mistake severity\n(lower is better)", fontsize=9)
+    ax = axes[1]
+    with_ci = [r for r in rows if any(r.get(f"{n} - {names[0]}") is not None for n in names[1:])]
+    step = 0.8 / max(1, len(names) - 1)
+    for i, name in enumerate(names[1:], start=1):
+        col = f"{name} - {names[0]}"
+        ys, xs, lo, hi = [], [], [], []
+        for j, r in enumerate(with_ci):
+            if r.get(col) is None:
+                continue
+            sign = 1.0 if r["better"] == "higher" else -1.0
+            a, b = sign * r[f"{col} low"], sign * r[f"{col} high"]
+            ys.append(j + (i - 1) * step)
+            xs.append(sign * r[col])
+            lo.append(sign * r[col] - min(a, b))
+            hi.append(max(a, b) - sign * r[col])
+        ax.errorbar(xs, ys, xerr=[lo, hi], fmt="o", color=f"C{i}", capsize=3, label=f"{name} - {names[0]}")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks([j + step * (len(names) - 2) / 2 for j in range(len(with_ci))],
+                  [r["metric"] for r in with_ci], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"difference from {names[0]} (right = better), 95% interval")
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
