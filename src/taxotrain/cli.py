@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="score a run's best checkpoint and write its report")
     s.add_argument("run", type=Path, nargs="?", help="run folder written by fit")
-    s.add_argument("--compare", nargs="+", metavar="RUN", help="put two or more runs side by side (same test split)")
+    s.add_argument("--compare", nargs="+", metavar="RUN",
+                   help="put two or more runs side by side (same test split); NAME=RUN,RUN,... is one setting over "
+                   "several seeds: averaged, and its interval resamples the seeds too")
     s.add_argument("--out", type=Path, default=Path("comparison"), help="folder for --compare (default ./comparison)")
     s.add_argument("--target-precision", type=float, default=0.9,
                    help="precision the roll-up thresholds aim for on the val split (default 0.9)")

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from taxotrain.cli import main
+from taxotrain.evaluation.compare import Setting, parse_setting
+from taxotrain.run import RunError
 from tests.conftest import FAST
 
 
@@ -41,6 +43,24 @@ def test_compare_flat_and_hierarchical(trained_run: Path, plankton_store: Path, 
     assert (out / "compare.png").stat().st_size > 5000
     assert (other / "rollup.json").is_file()
 
+    # seeds: a setting given as NAME=RUN,RUN is the mean of its runs; the same run twice changes nothing
+    twice = tmp_path / "twice"
+    assert main(["evaluate", "--compare", f"flat={trained_run},{trained_run}", str(other), "--out", str(twice)]) == 0
+    with (twice / "compare.csv").open() as fh:
+        rows2 = {r["metric"]: r for r in csv.DictReader(fh)}
+    for key in ("class top1", "mistake_severity"):
+        assert float(rows2[key]["flat"]) == pytest.approx(float(rows[key][trained_run.name]))
+        for suffix in ("", " low", " high"):
+            assert rows2[key][f"hsoftmax - flat{suffix}"] == rows[key][f"{diff}{suffix}"]
+    both = tmp_path / "both"
+    assert main(["evaluate", "--compare", str(trained_run), f"{trained_run},{other}", "--out", str(both)]) == 0
+    with (both / "compare.csv").open() as fh:
+        rows3 = {r["metric"]: r for r in csv.DictReader(fh)}
+    pooled = next(c for c in rows3["class top1"] if c.endswith("(2 runs)"))
+    assert float(rows3["class top1"][pooled]) == pytest.approx((m["class"]["top1"] + base["class"]["top1"]) / 2,
+                                                               abs=1e-6)
+    assert float(rows3["class top1"][f"{pooled} [hsoftmax]"]) == pytest.approx(m["class"]["top1"], abs=1e-6)
+
 
 def test_compare_refuses_different_splits(trained_run: Path, tmp_path: Path, synthetic_set: tuple[Path, Path],
                                           capsys: pytest.CaptureFixture[str]) -> None:
@@ -52,3 +72,15 @@ def test_compare_refuses_different_splits(trained_run: Path, tmp_path: Path, syn
     assert main(["fit", f"data.store={store}", f"run.dir={run}", "trainer.max_epochs=1", *FAST]) == 0
     assert main(["evaluate", "--compare", str(trained_run), str(run), "--out", str(tmp_path / "c")]) == 2
     assert "different test splits" in capsys.readouterr().err
+
+
+def test_settings_parse_names_and_seed_groups(tmp_path: Path) -> None:
+    assert parse_setting("runs/flat") == Setting("flat", [Path("runs/flat")])
+    assert parse_setting("runs/flat-s0,runs/flat-s1") == Setting("flat (2 runs)", [Path("runs/flat-s0"),
+                                                                                  Path("runs/flat-s1")])
+    assert parse_setting("hier=a,b,c").name == "hier" and len(parse_setting("hier=a,b,c").runs) == 3
+    odd = tmp_path / "x=1,2"
+    odd.mkdir()
+    assert parse_setting(str(odd)).runs == [odd]  # an existing folder is one run, whatever its name holds
+    with pytest.raises(RunError, match="NAME=RUN,RUN"):
+        parse_setting("hier=")

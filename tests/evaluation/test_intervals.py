@@ -50,3 +50,19 @@ def test_different_records_are_refused() -> None:
     b = {**a, "indices": np.arange(1, 6)}
     with pytest.raises(ValueError, match="different test records"):
         paired_differences(a, b)
+
+
+def test_seeds_that_disagree_widen_the_interval() -> None:
+    rng = np.random.default_rng(2)
+    hits = rng.random(2000) < 0.6
+    heights = np.where(hits, 0, 2)
+    lucky, unlucky = hits.copy(), hits.copy()
+    lucky[np.flatnonzero(~hits)[:80]] = True  # one seed fixes 80 records, the other breaks 80
+    unlucky[np.flatnonzero(hits)[:80]] = False
+    seeds = [arrays(lucky, np.where(lucky, 0, 2)), arrays(unlucky, np.where(unlucky, 0, 2))]
+    obs, lo, hi = paired_differences(arrays(hits, heights), seeds, resamples=1000)["class top1"]
+    assert obs == pytest.approx(0.0)  # the setting's value is the mean of its seeds
+    assert lo < -0.03 and hi > 0.03  # drawing the same seed twice is as likely as drawing both
+    one = paired_differences(arrays(hits, heights), seeds[:1], resamples=1000)["class top1"]
+    assert one == paired_differences(arrays(hits, heights), seeds[0], resamples=1000)["class top1"]
+    assert one[1] > 0  # one lucky seed alone looks like a sure gain

@@ -3,6 +3,10 @@
 Every run after the first also gets its difference from the first with a 95% paired bootstrap interval
 (``evaluation/intervals.py``) for the per-rank top-1, chain accuracy, mistake severity and hierarchical distance, so
 the table says which differences the test split can tell apart.
+
+A setting trained with several seeds is given as one comma-joined argument (``flat=runs/f0,runs/f1,runs/f2``; the
+``NAME=`` part is optional): its column is the mean over its runs, and its interval also resamples the runs, so a
+difference must hold across seeds, not only on the test records, to be starred.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from __future__ import annotations
 import csv
 import html
 import json
+import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,23 +87,71 @@ def comparison_rows(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def compare_runs(runs: list[str | Path], out: str | Path) -> Comparison:
-    """Write ``compare.csv``, ``compare.png`` and ``compare.html`` for ``runs`` into ``out``."""
-    if len(runs) < 2:
-        raise RunError("--compare needs at least two run folders")
-    names, metrics = [], {}
-    for run in map(Path, runs):
-        name = run.name if run.name not in names else str(run)
-        names.append(name)
-        metrics[name] = _metrics(run)
-    digests = {n: m["evaluation"].get("split_digest") for n, m in metrics.items()}
-    if len(set(digests.values())) > 1:
+@dataclass
+class Setting:
+    """One column of the comparison: a run, or the runs of one setting trained with different seeds."""
+
+    name: str
+    runs: list[Path]
+
+
+def parse_setting(arg: str | Path | Sequence[str | Path]) -> Setting:
+    """``RUN``, ``RUN,RUN,...`` or ``NAME=RUN,RUN,...`` (a path that exists as written is always one run)."""
+    if isinstance(arg, (list, tuple)):
+        runs = [Path(a) for a in arg]
+        return Setting(_default_name(runs), runs)
+    text = str(arg)
+    if Path(text).exists() or ("," not in text and "=" not in text):
+        return Setting(Path(text).name, [Path(text)])
+    name, _, joined = text.partition("=") if "=" in text.split(",")[0] else ("", "", text)
+    runs = [Path(r) for r in joined.split(",") if r]
+    if not runs:
+        raise RunError(f"--compare {text}: no run folders after '='; write NAME=RUN,RUN")
+    return Setting(name or _default_name(runs), runs)
+
+
+def _default_name(runs: list[Path]) -> str:
+    if len(runs) == 1:
+        return runs[0].name
+    prefix = os.path.commonprefix([r.name for r in runs])
+    if all(r.name[len(prefix):][:1].isdigit() for r in runs):  # flat-seed0, flat-s1 -> flat
+        prefix = re.sub(r"(seed|[-_. ]s)$", "", prefix, flags=re.IGNORECASE)
+    prefix = prefix.rstrip("-_. ") or runs[0].name
+    return f"{prefix} ({len(runs)} runs)"
+
+
+def compare_runs(settings: Sequence[str | Path | Sequence[str | Path]], out: str | Path) -> Comparison:
+    """Write ``compare.csv``, ``compare.png`` and ``compare.html`` for ``settings`` (see :func:`parse_setting`)
+    into ``out``."""
+    parsed = [parse_setting(a) for a in settings]
+    if len(parsed) < 2:
+        raise RunError("--compare needs at least two run folders (or comma-joined groups of seeds)")
+    names: list[str] = []
+    for setting in parsed:
+        if setting.name in names:
+            setting.name = ",".join(map(str, setting.runs))
+        names.append(setting.name)
+    metrics = {str(run): _metrics(run) for setting in parsed for run in setting.runs}
+    digests = {m["evaluation"].get("split_digest") for m in metrics.values()}
+    if len(digests) > 1:
         raise RunError("the runs were evaluated on different test splits (" + ", ".join(
             f"{n}: {m['evaluation']['store']}" for n, m in metrics.items()) + "); compare runs of the same store")
-    rows = comparison_rows(metrics)
+    per_run = comparison_rows(metrics)
+    rows, seed_columns = [], []
+    for run_row in per_run:
+        row = {"metric": run_row["metric"], "better": run_row["better"]}
+        for setting in parsed:
+            values = [run_row[str(r)] for r in setting.runs]
+            row[setting.name] = None if any(v is None for v in values) else sum(values) / len(values)
+            if len(setting.runs) > 1:  # the CSV keeps each seed's own value beside the mean
+                for r in setting.runs:
+                    row[f"{setting.name} [{r.name}]"] = run_row[str(r)]
+        rows.append(row)
+    for setting in parsed:
+        if len(setting.runs) > 1:
+            seed_columns += [f"{setting.name} [{r.name}]" for r in setting.runs]
     ranks = [r["metric"][: -len(" top1")] for r in rows if r["metric"].endswith(" top1")]
-    arrays = {n: record_arrays(RunPaths(run).predictions("test"), ranks) for n, run in zip(names, map(Path, runs),
-                                                                                          strict=True)}
+    arrays = {s.name: [record_arrays(RunPaths(r).predictions("test"), ranks) for r in s.runs] for s in parsed}
     diff_columns = []
     for name in names[1:]:
         diffs = paired_differences(arrays[names[0]], arrays[name])
@@ -109,11 +164,11 @@ def compare_runs(runs: list[str | Path], out: str | Path) -> Comparison:
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "compare.csv"
     with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["metric", "better", *names, *diff_columns])
+        writer = csv.DictWriter(fh, fieldnames=["metric", "better", *names, *diff_columns, *seed_columns])
         writer.writeheader()
         writer.writerows(rows)
     png = _plot(rows, names, out / "compare.png")
-    write_text_atomic(out / "compare.html", _html(rows, names, metrics, png))
+    write_text_atomic(out / "compare.html", _html(rows, names, next(iter(metrics.values())), png))
     return Comparison(rows, csv_path, png, out / "compare.html", names)
 
 
@@ -160,7 +215,7 @@ def _plot(rows: list[dict[str, Any]], names: list[str], path: Path) -> Path:
     return path
 
 
-def _html(rows: list[dict[str, Any]], names: list[str], metrics: dict[str, Any], png: Path) -> str:
+def _html(rows: list[dict[str, Any]], names: list[str], first: dict[str, Any], png: Path) -> str:
     def cell(row: dict[str, Any], name: str) -> str:
         vals = [row[n] for n in names if row[n] is not None]
         v = row[name]
@@ -176,14 +231,14 @@ def _html(rows: list[dict[str, Any]], names: list[str], metrics: dict[str, Any],
     body = "".join(f"<tr><td>{html.escape(r['metric'])} ({r['better']} is better)</td>"
                    + "".join(cell(r, n) for n in names)
                    + "".join(f"<td>{html.escape(format_difference(r, d))}</td>" for d in diffs) + "</tr>" for r in rows)
-    ev = next(iter(metrics.values()))["evaluation"]
+    ev = first["evaluation"]
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>taxotrain comparison</title>
 <style>body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto }} table {{ border-collapse:
 collapse }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right }} td:first-child {{ text-align:
 left }}</style></head><body><h1>Does the hierarchy pay?</h1>
 <p>Same test split of <code>{html.escape(str(ev['store']))}</code> ({ev['records']} records). Best value in bold.
-Differences from the first run with a 95% paired bootstrap interval (2,000 resamples of the test records); * marks an
-interval that excludes 0.</p>
+Differences from the first run with a 95% paired bootstrap interval (2,000 resamples of the test records, and of
+the seeds where a column averages several runs); * marks an interval that excludes 0.</p>
 <table><tr><th>metric</th>{head}</tr>{body}</table><img src="{png.name}" alt="comparison" style="max-width:100%">
 </body></html>
 """

@@ -7,7 +7,7 @@ records are usually within noise, and ``--compare`` says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ import numpy as np
 from taxotrain.taxonomy import NULL
 
 Statistic = Callable[[np.ndarray], np.ndarray]  # [B, N] resampled record indices -> [B] values
+Arrays = dict[str, np.ndarray] | Sequence[dict[str, np.ndarray]]  # one run, or the runs (seeds) of one setting
 
 
 def record_arrays(path: Path, ranks: list[str]) -> dict[str, np.ndarray]:
@@ -61,20 +62,38 @@ def statistics(arrays: dict[str, np.ndarray]) -> dict[str, Statistic]:
     return stats
 
 
-def paired_differences(base: dict[str, np.ndarray], other: dict[str, np.ndarray], resamples: int = 2000,
-                       seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float, float]]:
-    """``{metric: (other - base, low, high)}``: the observed difference and its percentile bootstrap interval."""
-    n = len(base["heights"])
-    if not np.array_equal(base["indices"], other["indices"]):
+def paired_differences(base: Arrays, other: Arrays, resamples: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> dict[str, tuple[float, float, float]]:
+    """``{metric: (other - base, low, high)}``: the observed difference and its percentile bootstrap interval.
+
+    ``base`` and ``other`` are one run's arrays each, or a list of runs of one setting (seeds). With several runs, a
+    setting's value is the mean over its runs, and every resample also draws each setting's runs with replacement
+    (a two-level bootstrap), so the interval carries the spread between seeds as well as the test split's noise."""
+    base_runs, other_runs = _as_runs(base), _as_runs(other)
+    indices = base_runs[0]["indices"]
+    if any(not np.array_equal(indices, r["indices"]) for r in (*base_runs, *other_runs)):
         raise ValueError("the runs' prediction files hold different test records")
+    n = len(indices)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(resamples, n))
+    picks = [rng.integers(0, len(runs), size=(resamples, len(runs))) for runs in (base_runs, other_runs)]
     full = np.arange(n)[None, :]
-    sa, sb = statistics(base), statistics(other)
+    stats = [[statistics(r) for r in runs] for runs in (base_runs, other_runs)]
     out = {}
-    for key in sa:
-        diff = sb[key](idx) - sa[key](idx)
-        observed = float(sb[key](full)[0] - sa[key](full)[0])
+    for key in stats[0][0]:
+        resampled, observed = [], []
+        for setting, pick in zip(stats, picks, strict=True):
+            per_run = np.stack([s[key](idx) for s in setting])  # [runs, B]
+            resampled.append(per_run[pick.T, np.arange(resamples)].mean(0))
+            observed.append(float(np.mean([s[key](full)[0] for s in setting])))
+        diff = resampled[1] - resampled[0]
         lo, hi = np.quantile(diff, [(1 - level) / 2, (1 + level) / 2])
-        out[key] = (observed, float(lo), float(hi))
+        out[key] = (observed[1] - observed[0], float(lo), float(hi))
     return out
+
+
+def _as_runs(arrays: Arrays) -> list[dict[str, np.ndarray]]:
+    runs = [arrays] if isinstance(arrays, dict) else list(arrays)
+    if not runs:
+        raise ValueError("a setting needs at least one run")
+    return runs
