@@ -95,11 +95,8 @@ class Setting:
     runs: list[Path]
 
 
-def parse_setting(arg: str | Path | Sequence[str | Path]) -> Setting:
+def parse_setting(arg: str | Path) -> Setting:
     """``RUN``, ``RUN,RUN,...`` or ``NAME=RUN,RUN,...`` (a path that exists as written is always one run)."""
-    if isinstance(arg, (list, tuple)):
-        runs = [Path(a) for a in arg]
-        return Setting(_default_name(runs), runs)
     text = str(arg)
     if Path(text).exists() or ("," not in text and "=" not in text):
         return Setting(Path(text).name, [Path(text)])
@@ -120,7 +117,7 @@ def _default_name(runs: list[Path]) -> str:
     return f"{prefix} ({len(runs)} runs)"
 
 
-def compare_runs(settings: Sequence[str | Path | Sequence[str | Path]], out: str | Path) -> Comparison:
+def compare_runs(settings: Sequence[str | Path], out: str | Path) -> Comparison:
     """Write ``compare.csv``, ``compare.png`` and ``compare.html`` for ``settings`` (see :func:`parse_setting`)
     into ``out``."""
     parsed = [parse_setting(a) for a in settings]
@@ -136,20 +133,16 @@ def compare_runs(settings: Sequence[str | Path | Sequence[str | Path]], out: str
     if len(digests) > 1:
         raise RunError("the runs were evaluated on different test splits (" + ", ".join(
             f"{n}: {m['evaluation']['store']}" for n, m in metrics.items()) + "); compare runs of the same store")
-    per_run = comparison_rows(metrics)
-    rows, seed_columns = [], []
-    for run_row in per_run:
+    # the CSV keeps each seed's own value beside its setting's mean: column -> run key in ``metrics``
+    seed_columns = {f"{s.name} [{r.name}]": str(r) for s in parsed if len(s.runs) > 1 for r in s.runs}
+    rows = []
+    for run_row in comparison_rows(metrics):
         row = {"metric": run_row["metric"], "better": run_row["better"]}
         for setting in parsed:
             values = [run_row[str(r)] for r in setting.runs]
             row[setting.name] = None if any(v is None for v in values) else sum(values) / len(values)
-            if len(setting.runs) > 1:  # the CSV keeps each seed's own value beside the mean
-                for r in setting.runs:
-                    row[f"{setting.name} [{r.name}]"] = run_row[str(r)]
+        row.update({col: run_row[key] for col, key in seed_columns.items()})
         rows.append(row)
-    for setting in parsed:
-        if len(setting.runs) > 1:
-            seed_columns += [f"{setting.name} [{r.name}]" for r in setting.runs]
     ranks = [r["metric"][: -len(" top1")] for r in rows if r["metric"].endswith(" top1")]
     arrays = {s.name: [record_arrays(RunPaths(r).predictions("test"), ranks) for r in s.runs] for s in parsed}
     diff_columns = []
