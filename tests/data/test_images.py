@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 from PIL import Image
+from torchvision.transforms import v2
 
 from taxotrain.config import AugmentConfig
 from taxotrain.data.images import PadToSquare, build_transforms, read_image_file
@@ -47,10 +49,42 @@ def test_policies_and_erasing_run(policy: str) -> None:
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32
 
 
+@pytest.mark.parametrize("pad_fill", ["edge", "zero", "mean"])
+def test_eval_transforms_match_torchvisions_resize_pad_normalise(pad_fill: str) -> None:
+    # the one-module steps compute what torchvision's separate transforms do (to float rounding), so a model keeps
+    # seeing the same inputs; the reference is torchvision's Resize(max_size) + pad + ToDtype + Normalize
+    gen = torch.Generator().manual_seed(0)
+    mean, std = [0.3, 0.5, 0.7], [0.2, 0.25, 0.3]
+    fill = {"edge": None, "zero": 0, "mean": round(0.5 * 255)}[pad_fill]
+    for h, w in [(70, 73), (20, 80), (91, 33), (48, 48), (5, 200), (300, 301)]:
+        img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
+        x = v2.Resize(size=None, max_size=48, antialias=True)(img)
+        d = abs(x.shape[-2] - x.shape[-1])
+        pad = [d // 2, 0, d - d // 2, 0] if x.shape[-2] > x.shape[-1] else [0, d // 2, 0, d - d // 2]
+        x = TF.pad(x, pad, padding_mode="edge") if fill is None else TF.pad(x, pad, fill=fill)
+        x = v2.Resize([48, 48], antialias=True)(x)
+        ref = v2.Normalize(mean, std)(v2.ToDtype(torch.float32, scale=True)(x))
+        out = build_transforms(48, mean, std, train=False, pad_fill=pad_fill)(img)
+        assert out.shape == ref.shape == (3, 48, 48)
+        assert torch.allclose(out, ref, atol=1e-5), (h, w)
+
+
+def test_dihedral_augmentation_draws_all_eight_views_exactly() -> None:
+    torch.manual_seed(0)
+    img = torch.arange(16, dtype=torch.uint8).view(1, 4, 4)
+    tf = build_transforms(4, [0.0], [1 / 255], train=True, augment=AugmentConfig())
+    views = {tuple(tf(img).flatten().tolist()) for _ in range(200)}
+    assert len(views) == 8 and all(sorted(v) == list(range(16)) for v in views)  # exact, no interpolation
+    fixed = build_transforms(4, [0.0], [1 / 255], train=True, augment=AugmentConfig(hflip=0, vflip=0, rot90=False))
+    assert {tuple(fixed(img).flatten().tolist()) for _ in range(20)} == {tuple(range(16))}
+
+
 def test_pad_to_square_edge_repeats_border() -> None:
     img = torch.tensor([[[1, 2, 3, 4]]], dtype=torch.uint8).expand(1, 2, 4).clone()
     out = PadToSquare("edge")(img)
     assert out.shape == (1, 4, 4) and torch.equal(out[0, 0], img[0, 0]) and torch.equal(out[0, -1], img[0, -1])
+    tall = torch.arange(6, dtype=torch.uint8).view(1, 3, 2)
+    assert torch.equal(PadToSquare("edge")(tall), TF.pad(tall, [0, 0, 1, 0], padding_mode="edge"))
 
 
 def test_read_image_file_handles_tiff_16bit_and_errors(tmp_path: Path) -> None:
