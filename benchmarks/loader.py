@@ -8,7 +8,7 @@ default PIL loader (RGB), then ``PILToTensor``. taxotrain reads encoded bytes fr
 decodes with torchvision's libjpeg-turbo path and, for a greyscale store, decodes one channel (what ``fit`` does
 with ``data.channels: auto``); the 3-channel figure is printed too, for an equal-channels comparison.
 
-Usage: python benchmarks/loader.py [--workers 2] [--batches 60] [--size 48]
+Usage: python benchmarks/loader.py [--workers 2] [--batches 150] [--repeats 5] [--size 48]
 Ends with ``RATIO <taxotrain images/s / ImageFolder images/s>`` (a throughput ratio: higher is better).
 """
 
@@ -45,11 +45,11 @@ def images_per_second(loader: Iterable, batches: int, warmup: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--batches", type=int, default=60)
+    p.add_argument("--batches", type=int, default=150)
     p.add_argument("--warmup", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--size", type=int, default=48)
-    p.add_argument("--repeats", type=int, default=3, help="alternating rounds; the median of each side is kept")
+    p.add_argument("--repeats", type=int, default=5, help="alternating rounds; the median of each side is kept")
     args = p.parse_args()
     store = Store(plankton_store())
     n = (args.batches + args.warmup) * args.batch_size
