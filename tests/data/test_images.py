@@ -77,6 +77,8 @@ def test_dihedral_augmentation_draws_all_eight_views_exactly() -> None:
     assert len(views) == 8 and all(sorted(v) == list(range(16)) for v in views)  # exact, no interpolation
     fixed = build_transforms(4, [0.0], [1 / 255], train=True, augment=AugmentConfig(hflip=0, vflip=0, rot90=False))
     assert {tuple(fixed(img).flatten().tolist()) for _ in range(20)} == {tuple(range(16))}
+    mirror = build_transforms(4, [0.0], [1 / 255], train=True, augment=AugmentConfig(hflip=1, vflip=0, rot90=False))
+    assert all(torch.equal(mirror(img), img.flip(-1).float()) for _ in range(20))  # left-right, every time
 
 
 def test_pad_to_square_edge_repeats_border() -> None:
@@ -99,3 +101,37 @@ def test_read_image_file_handles_tiff_16bit_and_errors(tmp_path: Path) -> None:
     (tmp_path / "text.jpg").write_text("hello")
     with pytest.raises(ValueError, match="not an image"):
         read_image_file(tmp_path / "text.jpg", 1)
+
+
+def test_normalisation_scales_by_the_dtype_like_torchvision() -> None:
+    # 16-bit PNGs decode to uint16: they must be divided by 65535, as ToDtype(scale=True) does, not by 255
+    mean, std = [0.4], [0.2]
+    norm = build_transforms(8, mean, std, train=False).transforms[-1]
+    for img in [torch.randint(0, 65536, (1, 8, 8), dtype=torch.int32).to(torch.uint16),
+                torch.randint(0, 256, (1, 8, 8), dtype=torch.uint8)]:
+        ref = v2.Normalize(mean, std)(v2.ToDtype(torch.float32, scale=True)(img))
+        assert torch.allclose(norm(img), ref, atol=1e-5), img.dtype
+    floats = torch.rand(1, 8, 8)
+    before = floats.clone()
+    assert torch.allclose(norm(floats), (before - 0.4) / 0.2) and torch.equal(floats, before)  # not in place
+
+
+def test_a_16_bit_png_reads_for_prediction_as_prepare_stored_it(tmp_path: Path) -> None:
+    from taxotrain.data.images import decode
+    from taxotrain.data.prepare import prepare_images
+    from taxotrain.data.store import Store
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 256, (20, 30), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    deep = tmp_path / "imgs" / "a" / "deep.png"  # a narrow 16-bit range, as microscopes write
+    Image.fromarray(rng.integers(1000, 3000, (20, 30)).astype(np.uint16)).save(deep)
+    assert decode(deep.read_bytes(), 1).dtype == torch.uint16  # torchvision alone would keep 16 bits
+    prepare_images(tmp_path / "imgs", tmp_path / "s.h5", ["class"], workers=0, progress=False)
+    store = Store(tmp_path / "s.h5")
+    trained_on = decode(store.record_bytes(store.paths.index("a/deep.png")), 1)
+    predicted_on = read_image_file(deep, 1)
+    assert predicted_on.dtype == trained_on.dtype == torch.uint8 and int(predicted_on.max()) == 255  # stretched
+    assert (predicted_on.int() - trained_on.int()).abs().max() <= 1

@@ -39,7 +39,11 @@ def read_image_file(path: Path, channels: int) -> torch.Tensor:
     if not data:
         raise ValueError("empty file (0 bytes)")
     try:
-        return decode(data, channels)
+        tensor = decode(data, channels)
+        if tensor.dtype == torch.uint8:
+            return tensor
+        # a 16-bit file: read it below as `prepare` stored it (16-bit stretched to 0-255), so predictions see the
+        # pixels training saw
     except RuntimeError:
         pass
     try:
@@ -71,7 +75,7 @@ class PadToSquare(torch.nn.Module):
         if self.fill == "edge":  # repeat the border by indexing: exact, and cheaper than a padding kernel
             dim = -1 if h > w else -2
             n = img.shape[dim]
-            return img.index_select(dim, torch.arange(-a, n + b).clamp_(0, n - 1))
+            return img.index_select(dim, torch.arange(-a, n + b, device=img.device).clamp_(0, n - 1))
         padding = [a, 0, b, 0] if h > w else [0, a, 0, b]  # left, top, right, bottom
         return TF.pad(img, padding, fill=int(self.fill))
 
@@ -109,16 +113,25 @@ class RandomDihedral(torch.nn.Module):
 
 
 class ToNormalizedFloat(torch.nn.Module):
-    """uint8 ``[C, H, W]`` to float32, normalised with per-channel ``mean``/``std`` given on the 0-1 scale: what
-    ``v2.ToDtype(float32, scale=True)`` then ``v2.Normalize(mean, std)`` compute, in one pass over the pixels."""
+    """Integer image ``[C, H, W]`` to float32 on the 0-1 scale (divided by its dtype's maximum, 255 for uint8),
+    normalised with per-channel ``mean``/``std``: what ``v2.ToDtype(float32, scale=True)`` then
+    ``v2.Normalize(mean, std)`` compute, in one pass over the pixels. A float image is taken as 0-1 already and is
+    not modified in place."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        self.register_buffer("shift", torch.tensor([255.0 * m for m in mean]).view(-1, 1, 1), persistent=False)
-        self.register_buffer("scale", torch.tensor([1.0 / (255.0 * s) for s in std]).view(-1, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(-1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([float(s) for s in std]).view(-1, 1, 1), persistent=False)
+        self.register_buffer("shift", self.mean * 255.0, persistent=False)  # the uint8 case, precomputed
+        self.register_buffer("scale", 1.0 / (self.std * 255.0), persistent=False)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        return img.to(torch.float32).sub_(self.shift).mul_(self.scale)
+        if img.is_floating_point():
+            return (img.to(torch.float32) - self.mean) / self.std
+        if img.dtype == torch.uint8:
+            return img.to(torch.float32).sub_(self.shift).mul_(self.scale)
+        top = float(torch.iinfo(img.dtype).max)  # e.g. 65535 for a 16-bit PNG decoded as uint16
+        return img.to(torch.float32).sub_(self.mean * top).div_(self.std * top)
 
 
 def build_transforms(
