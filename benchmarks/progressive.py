@@ -66,7 +66,8 @@ def run(store: str, overrides: list[str], target: float | None = None) -> list[t
 
 def epoch_costs(fixed: list[tuple[float, float, int]], prog: list[tuple[float, float, int]]) -> dict[int, float]:
     """Mean epoch time at each progressive image size over the fixed recipe's mean epoch time (validation
-    included): what a small stage saves on this machine, whatever it learns."""
+    included): what a small stage saves on this machine, whatever it learns. One-off costs count in the epoch they
+    fall in: each stage starts new loader workers, which the fixed run does once over all its epochs."""
     def durations(points: list[tuple[float, float, int]]) -> list[tuple[int, float]]:
         return [(size, t - prev) for (t, _, size), prev in zip(points, [0.0] + [t for t, _, _ in points], strict=False)]
 
