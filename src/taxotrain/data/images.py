@@ -142,7 +142,8 @@ def build_transforms(
     augment: AugmentConfig | None = None,
     pad_fill: str = "edge",
 ) -> v2.Compose:
-    """Transforms from a decoded uint8 image to a normalised float tensor ``[C, image_size, image_size]``.
+    """Transforms from a decoded image (uint8, or uint16 from a 16-bit PNG) to a normalised float tensor
+    ``[C, image_size, image_size]``.
 
     The fixed steps (resize and pad, flips and 90-degree turns, normalisation) are one module each, since on images
     this small each transform call costs more than its arithmetic; the optional ones are torchvision's.
