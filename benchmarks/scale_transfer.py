@@ -20,6 +20,7 @@ Ends with ``RATIO <val top-1 at --size / val top-1 at --small>`` (how much of wh
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 
 import torch
@@ -119,15 +120,12 @@ def main() -> None:
     at_small = top1(model, loader(store, "val", args.small, channels), rank)
     val_full = loader(store, "val", args.size, channels)
     at_full = top1(model, val_full, rank)
-    dead = untrained_taps(model, args.small, channels)
-    saved = {conv: conv.weight.detach().clone() for conv in dead}
+    pruned = copy.deepcopy(model)
+    dead = untrained_taps(pruned, args.small, channels)
     with torch.no_grad():
         for conv, mask in dead.items():
             conv.weight[:, :, mask] = 0.0
-    zeroed = top1(model, val_full, rank)
-    with torch.no_grad():
-        for conv, weight in saved.items():
-            conv.weight.copy_(weight)
+    zeroed = top1(pruned, val_full, rank)
     reestimate_batchnorm(model, loader(store, "train", args.size, channels, train=True), args.bn_batches)
     bn = top1(model, val_full, rank)
     n_dead = sum(int(m.sum()) * conv.in_channels * conv.out_channels // conv.groups for conv, m in dead.items())
