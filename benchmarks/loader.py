@@ -26,7 +26,8 @@ from torchvision.transforms import v2
 
 from common import PLANKTON, plankton_store, record
 from taxotrain.config import AugmentConfig
-from taxotrain.data.images import ImageStoreDataset, build_transforms
+from taxotrain.data.dataset import StoreDataset
+from taxotrain.data.images import DecodeImage, build_transforms, image_norm
 from taxotrain.data.store import Store
 
 
@@ -37,8 +38,8 @@ def images_per_second(loader: Iterable, batches: int, warmup: int) -> float:
         next(it)
     n, t0 = 0, time.perf_counter()
     for _ in range(batches):
-        x, _ = next(it)
-        n += len(x)
+        batch = next(it)
+        n += len(batch["input"] if isinstance(batch, dict) else batch[0])
     return n / (time.perf_counter() - t0)
 
 
@@ -62,18 +63,18 @@ def main() -> None:
                           persistent_workers=False, prefetch_factor=4 if args.workers else None)
 
     def taxotrain_loader(channels: int) -> DataLoader:
-        mean, std = store.norm(channels)
+        mean, std = image_norm(store, channels)
         tf = build_transforms(args.size, mean, std, True, augment, "edge")
-        return loader(ImageStoreDataset(store, idx, tf, channels))
+        return loader(StoreDataset(store, idx, DecodeImage(channels), tf))
 
     # the same files through ImageFolder: map each store record to its file by its relative path
     folder = ImageFolder(str(PLANKTON / "images"))
     by_path = {os.path.relpath(path, PLANKTON / "images"): i for i, (path, _) in enumerate(folder.samples)}
-    mean3, std3 = store.norm(3)
+    mean3, std3 = image_norm(store, 3)
     folder.transform = v2.Compose([v2.PILToTensor(), build_transforms(args.size, mean3, std3, True, augment, "edge")])
     baseline = loader(Subset(folder, [by_path[str(store.paths[i])] for i in idx]))
 
-    channels = 1 if store.grayscale else 3
+    channels = 1 if store.attrs["grayscale"] else 3
     results: dict[str, list[float]] = {"imagefolder": [], "taxotrain": [], "taxotrain_3ch": []}
     for r in range(args.repeats):
         results["imagefolder"].append(images_per_second(baseline, args.batches, args.warmup))

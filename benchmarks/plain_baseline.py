@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
+from taxotrain.data.images import image_norm
 from taxotrain.data.store import Store
 
 
@@ -32,7 +33,7 @@ class PlainSplit(Dataset):
 
     def __init__(self, store: Store, split: str, size: int, train: bool) -> None:
         self.store, self.idx, self.train = store, store.splits[split], train
-        mean, std = store.norm(3)
+        mean, std = image_norm(store, 3)
         self.tf = v2.Compose([v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float32, scale=True),
                               v2.Normalize(mean, std)])
 
@@ -41,7 +42,7 @@ class PlainSplit(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         j = int(self.idx[i])
-        img = decode_image(torch.frombuffer(bytearray(self.store.record_bytes(j)), dtype=torch.uint8),
+        img = decode_image(torch.frombuffer(bytearray(self.store.read(j)), dtype=torch.uint8),
                            mode=ImageReadMode.RGB)
         x = self.tf(img)
         if self.train:

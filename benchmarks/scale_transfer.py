@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader
 
 from common import plankton_store, record
 from taxotrain.config import load_config
-from taxotrain.data.images import ImageStoreDataset, build_transforms
+from taxotrain.data.dataset import StoreDataset
+from taxotrain.data.images import DecodeImage, build_transforms, image_norm
 from taxotrain.data.store import Store
 from taxotrain.run import load_run
 from taxotrain.training.engine import fit
@@ -37,8 +38,8 @@ from taxotrain.training.engine import fit
 
 def loader(store: Store, split: str, size: int, channels: int, train: bool = False) -> DataLoader:
     """The split at ``size`` px through the evaluation transforms (training ones if ``train``)."""
-    mean, std = store.norm(channels)
-    ds = ImageStoreDataset(store, store.splits[split], build_transforms(size, mean, std, train), channels)
+    mean, std = image_norm(store, channels)
+    ds = StoreDataset(store, store.splits[split], DecodeImage(channels), build_transforms(size, mean, std, train))
     return DataLoader(ds, batch_size=256, shuffle=train, num_workers=2)
 
 
@@ -47,9 +48,10 @@ def top1(model: nn.Module, data: DataLoader, rank: str) -> float:
     """Class top-1 of ``model`` (eval mode) over ``data``."""
     model.eval()
     right = total = 0
-    for x, y in data:
+    for batch in data:
+        x, y = batch["input"], batch["target"]
         known = y[:, -1] >= 0
-        right += int((model(x)[rank].argmax(1) == y[:, -1])[known].sum())
+        right += int((model(input=x)[rank].argmax(1) == y[:, -1])[known].sum())
         total += int(known.sum())
     return right / max(1, total)
 
@@ -62,10 +64,10 @@ def reestimate_batchnorm(model: nn.Module, data: DataLoader, batches: int) -> No
         m.reset_running_stats()
         m.momentum = None  # cumulative average
     model.train()
-    for i, (x, _) in enumerate(data):
+    for i, batch in enumerate(data):
         if i == batches:
             break
-        model(x)
+        model(input=batch["input"])
     model.eval()
 
 

@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader
 
 from common import plankton_store, record
 from taxotrain.config import load_config
-from taxotrain.data.images import ImageStoreDataset, build_transforms
+from taxotrain.data.dataset import StoreDataset
+from taxotrain.data.images import DecodeImage, build_transforms, image_norm
 from taxotrain.data.store import Store
 from taxotrain.training.engine import fit
 
@@ -77,9 +78,9 @@ def taxotrain_step(store_path: str, args: argparse.Namespace, workers: int) -> t
 def plain_step(store_path: str, args: argparse.Namespace, workers: int) -> tuple[float, float]:
     torch.manual_seed(0)
     store = Store(store_path)
-    channels = 1 if store.grayscale else 3
-    mean, std = store.norm(channels)
-    ds = ImageStoreDataset(store, store.splits["train"], build_transforms(args.size, mean, std, True), channels)
+    channels = 1 if store.attrs["grayscale"] else 3
+    mean, std = image_norm(store, channels)
+    ds = StoreDataset(store, store.splits["train"], DecodeImage(channels), build_transforms(args.size, mean, std, True))
     loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=workers,
                         persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
                         pin_memory=torch.cuda.is_available())
@@ -88,12 +89,12 @@ def plain_step(store_path: str, args: argparse.Namespace, workers: int) -> tuple
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     model.train()
     starts, ends = [], []
-    for i, (x, y) in enumerate(loader):
+    for i, batch in enumerate(loader):
         if i == args.warmup + args.steps:
             break
         sync()
         starts.append(time.perf_counter())
-        x, y = x.to(device, non_blocking=True), y[:, -1].to(device, non_blocking=True)
+        x, y = batch["input"].to(device, non_blocking=True), batch["target"][:, -1].to(device, non_blocking=True)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -83,7 +83,7 @@ def test_missing_config_file_is_clear(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_docs_config_reference_is_current() -> None:
     doc = (ROOT / "docs" / "config.md").read_text()
-    assert doc == markdown_reference(), "regenerate with: python -m taxotrain.config > docs/config.md"
+    assert doc == markdown_reference(), "regenerate with: python -m taxotrain.docs > docs/config.md"
 
 
 def test_every_shipped_recipe_parses() -> None:

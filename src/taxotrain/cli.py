@@ -7,23 +7,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from taxotrain import __version__
+from taxotrain import __version__, list_tasks
+from taxotrain.data.specs import IMAGE_KIND, SIGNAL_KIND, TTA_MODES
+from taxotrain.errors import TaxotrainError
 
 # Darwin Core rank columns in their canonical order, used when a manifest or taxonomy is given without --ranks.
 DWC_RANKS = ["kingdom", "phylum", "class", "order", "family", "genus", "species", "scientificName"]
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from taxotrain.config import ConfigError
-    from taxotrain.data.ingest import IngestError
-    from taxotrain.data.store import StoreError
-    from taxotrain.models.backbones import BackboneError
-    from taxotrain.models.signal_nets import SignalNetError
-    from taxotrain.run import RunError
-    from taxotrain.taxonomy import TaxonomyError
-    from taxotrain.tuning import TuneError
-
-    return ConfigError, IngestError, StoreError, BackboneError, SignalNetError, RunError, TaxonomyError, TuneError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("init-config", help="print a complete, commented default config")
-    s.add_argument("--task", choices=["image", "signal"], default="image",
-                   help="what the config trains: image, or signal (1-D series) (default: image)")
+    s.add_argument("--task", choices=list_tasks(), default=list_tasks()[0],
+                   help=f"what the config trains: {', '.join(list_tasks())} (default: %(default)s)")
 
     s = sub.add_parser("prepare", help="verify a dataset and write one HDF5 store with splits")
     s.add_argument("source", nargs="?", type=Path, help="folder of class folders (or use --manifest); for signals: a "
@@ -48,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, help="split (and downsampling) seed (default 0)")
     s.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
     g = s.add_argument_group("signals (see docs/signals.md); defaults come from the prepare: section of --config")
-    g.add_argument("--task", choices=["auto", "image", "signal"], default="auto",
-                   help="auto (default) = signal when a signal reader accepts SOURCE, else image")
+    g.add_argument("--task", choices=["auto", IMAGE_KIND, SIGNAL_KIND], default="auto",
+                   help="the kind of store to write: auto (default) = signal when a signal reader accepts SOURCE, "
+                   "else image")
     g.add_argument("--config", type=Path, help="YAML config whose prepare: section gives the signal options")
     g.add_argument("--format", help="signal reader, instead of detecting it: capfinder_csv, ucr_ts, numpy")
     g.add_argument("--target-length", type=int, help="truncate (keep the start) / zero-pad (at the end) every series "
@@ -87,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
     s.add_argument("--checkpoint", default="best", choices=["best", "last"], help="checkpoint (default best)")
     s.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")
-    s.add_argument("--tta", default="auto", choices=["auto", "none", "flip", "dihedral"],
+    s.add_argument("--tta", default="auto", choices=TTA_MODES,
                    help="test-time augmentation: average over flips / all 8 flips+rotations; auto (default) = the "
                    "flips and rotations the run trained with (dihedral for the default augmentation), none for "
                    "signals; none is fastest")
@@ -101,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--topk", type=int, default=5, help="labels with scores at the finest rank (default 5)")
     s.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
     s.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")
-    s.add_argument("--tta", default="auto", choices=["auto", "none", "flip", "dihedral"],
+    s.add_argument("--tta", default="auto", choices=TTA_MODES,
                    help="test-time augmentation: average over flips / all 8 flips+rotations; auto (default) = the "
                    "flips and rotations the run trained with (dihedral for the default augmentation), none for "
                    "signals; none is fastest")
@@ -157,31 +147,32 @@ def _signal_options(args: argparse.Namespace) -> object:
     return cfg.prepare
 
 
-def _cmd_prepare(args: argparse.Namespace) -> None:
-    from taxotrain.data.signals import is_signal_source
+def _prepare_signals(args: argparse.Namespace) -> None:
+    from taxotrain.data.ingest import IngestError
+    from taxotrain.data.prepare_signals import prepare_signals
 
-    task = args.task
-    if task == "auto":
-        task = "signal" if args.source is not None and args.manifest is None and is_signal_source(args.source) \
-            else "image"
-    if task == "signal":
-        from taxotrain.data.ingest import IngestError
-        from taxotrain.data.prepare_signals import prepare_signals
+    if args.source is None:
+        raise IngestError("give the signal source: a Capfinder CSV or folder of them, a .ts file or UCR folder, "
+                          "or a .npz / X.npy file")
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    print(prepare_signals(args.source, args.out, _signal_options(args), fmt=args.format, classes=classes).summary())
 
-        if args.source is None:
-            raise IngestError("give the signal source: a Capfinder CSV or folder of them, a .ts file or UCR folder, "
-                              "or a .npz / X.npy file")
-        classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-        result = prepare_signals(args.source, args.out, _signal_options(args), fmt=args.format, classes=classes)
-        print(result.summary())
-        return
-    from taxotrain.data.prepare import prepare_images
+
+def _prepare_images(args: argparse.Namespace) -> None:
+    from taxotrain.data.prepare_images import prepare_images
 
     ranks = _resolve_ranks(args.ranks, args.manifest or args.taxonomy)
     result = prepare_images(args.source, args.out, ranks, taxonomy=args.taxonomy, manifest=args.manifest,
                             val=0.1 if args.val is None else args.val, test=0.1 if args.test is None else args.test,
                             seed=args.seed or 0, workers=args.workers)
     print(result.summary())
+
+
+def _cmd_prepare(args: argparse.Namespace) -> None:
+    from taxotrain.data.prepare import source_kind
+
+    kind = source_kind(args.source, args.manifest) if args.task == "auto" else args.task
+    {IMAGE_KIND: _prepare_images, SIGNAL_KIND: _prepare_signals}[kind](args)
 
 
 def _cmd_fit(args: argparse.Namespace) -> None:
@@ -269,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         code = COMMANDS[args.command](args)  # commands return an exit code or None (= 0)
-    except _user_errors() as exc:
+    except TaxotrainError as exc:
         print(f"taxotrain {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,14 +7,18 @@ validated once, here, and every error is turned into one line that names the key
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from taxotrain.errors import TaxotrainError
 
-class ConfigError(ValueError):
+
+class ConfigError(TaxotrainError):
     """A config problem that the user can fix; the message is a single line."""
 
 
@@ -98,10 +102,12 @@ class ModelConfig(_Section):
     backbone: str = Field("resnet18", description="any timm model name for images, e.g. resnet18, convnext_tiny; for "
                           "task: signal one of cnn_lstm, attention_cnn_lstm, resnet1d, inception_time, encoder")
     kwargs: dict[str, Any] | None = Field(
-        None, description="signal task: keyword arguments of the signal network, e.g. {width: 32}; null = its defaults")
-    pretrained: bool = Field(False, description="load pretrained weights (Hugging Face hub, or pretrained_path)")
+        None, description="keyword arguments of the backbone: of the signal network (task: signal, e.g. {width: 32}) "
+        "or of timm.create_model (image tasks, e.g. {global_pool: max}); null = its defaults")
+    pretrained: bool = Field(False, description="image tasks: load pretrained weights from the Hugging Face hub (or "
+                             "pretrained_path)")
     pretrained_path: str | None = Field(
-        None, description="local weights file for the backbone (.safetensors/.pth); implies pretrained"
+        None, description="image tasks: local weights file for the backbone (.safetensors/.pth), loaded whenever set"
     )
     head: Literal["linear", "conditional", "hierarchical_softmax", "flat"] = Field(
         "linear", description="classifier head: linear per rank, conditional (finer sees coarser), "
@@ -334,8 +340,42 @@ class TuneConfig(_Section):
         return self
 
 
+DEFAULT_TASK = "image"
+
+
+@dataclass(frozen=True)
+class TaskRules:
+    """What the config layer knows of a registered task (``taxotrain.tasks.register_task`` fills this in).
+
+    ``default_backbone`` replaces ``model.backbone`` when a config of this task names none; ``init_defaults`` are the
+    values ``init-config --task NAME`` prints over the schema defaults; ``not_applicable`` maps each dotted key (or
+    section) that does nothing for this task to what it applies to, so that setting it is an error, not a no-op.
+    """
+
+    description: str
+    default_backbone: str
+    init_defaults: dict[str, Any] = dataclass_field(default_factory=dict)
+    not_applicable: dict[str, str] = dataclass_field(default_factory=dict)
+
+
+_TASK_RULES: dict[str, TaskRules] = {}
+
+
+def register_task_rules(name: str, rules: TaskRules) -> None:
+    """Make ``task: <name>`` a valid config value (called by ``taxotrain.tasks.register_task``)."""
+    _TASK_RULES[name] = rules
+
+
+def task_rules(name: str) -> TaskRules:
+    """The rules of a registered task; a one-line error listing the registered ones otherwise."""
+    if name not in _TASK_RULES:
+        raise ConfigError(f"bad value for 'task': {name!r}; allowed: {', '.join(sorted(_TASK_RULES))}")
+    return _TASK_RULES[name]
+
+
 class Config(_Section):
-    task: Literal["image", "signal"] = Field("image", description="what is classified: image, or signal (1-D series)")
+    task: str = Field(DEFAULT_TASK, description="what is trained: a registered task (taxotrain.list_tasks()): image "
+                      "classification, or signal (1-D series) classification")
     run: RunConfig = Field(default_factory=RunConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -348,29 +388,59 @@ class Config(_Section):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
 
+    @field_validator("task")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if _TASK_RULES and v not in _TASK_RULES:
+            raise ValueError(f"allowed: {', '.join(sorted(_TASK_RULES))}")
+        return v
+
     @model_validator(mode="after")
     def _task_defaults(self) -> Config:
-        """A signal config that names no backbone gets the signal default; image-only switches are turned off."""
-        if self.task == "signal" and "backbone" not in self.model.model_fields_set:
-            self.model.backbone = SIGNAL_DEFAULT_BACKBONE
+        """A config that names no backbone gets its task's default backbone."""
+        rules = _TASK_RULES.get(self.task)
+        if rules is not None and "backbone" not in self.model.model_fields_set:
+            self.model.backbone = rules.default_backbone
         return self
 
 
-SIGNAL_DEFAULT_BACKBONE = "resnet1d"
+def default_config(task: str = DEFAULT_TASK) -> Config:
+    """The defaults of ``task`` (what ``init-config --task`` prints): the schema's, with the task's own over them."""
+    return Config.model_validate(_deep_merge({"task": task}, task_rules(task).init_defaults))
 
 
-def default_config(task: str = "image") -> Config:
-    """The schema defaults for ``task`` (what ``init-config --task`` prints)."""
-    if task == "signal":
-        return Config.model_validate({"task": "signal", "data": {"batch_size": 16},
-                                      "model": {"backbone": SIGNAL_DEFAULT_BACKBONE},
-                                      "optim": {"lr": 1e-3, "weight_decay": 0.01, "warmup_epochs": 0.5,
-                                                "min_lr_ratio": 0.01},
-                                      "loss": {"label_smoothing": 0.1},
-                                      "trainer": {"channels_last": False, "max_epochs": 100,
-                                                  "early_stopping_patience": 30},
-                                      "prepare": {"znorm": True}})
-    return Config()
+def check_task_keys(cfg: Config) -> None:
+    """Refuse settings that do nothing for ``cfg.task``: a key its task rules list as not applicable, set to a value
+    other than the schema default. The one-line error names the key, the task and what the key applies to."""
+    rules = task_rules(cfg.task)
+    given, defaults = config_to_dict(cfg), _schema_defaults()
+    for key, applies in rules.not_applicable.items():
+        for leaf, value in _leaves(_at(given, key), key):
+            if value != _at(defaults, leaf):
+                raise ConfigError(f"'{leaf}' ({value!r}) does nothing for task: {cfg.task}; it applies to {applies}. "
+                                  f"Remove it from the config (or set task to one it applies to)")
+
+
+def _at(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _leaves(value: Any, prefix: str) -> list[tuple[str, Any]]:
+    if isinstance(value, dict) and value:
+        return [leaf for k, v in value.items() for leaf in _leaves(v, f"{prefix}.{k}")]
+    return [(prefix, value)]
+
+
+_DEFAULTS: dict[str, Any] | None = None
+
+
+def _schema_defaults() -> dict[str, Any]:
+    global _DEFAULTS
+    if _DEFAULTS is None:
+        _DEFAULTS = config_to_dict(Config())
+    return _DEFAULTS
 
 
 # --------------------------------------------------------------------------------------------------------- loading
@@ -391,21 +461,25 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _check_keys(tree: dict[str, Any], model: type[BaseModel], source: str, prefix: str = "") -> None:
+def _key_problems(tree: dict[str, Any], model: type[BaseModel], prefix: str) -> list[str]:
+    problems = []
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if key not in model.model_fields:
             allowed = sorted(model.model_fields)
             near = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f" (did you mean '{prefix}{near[0]}'?)" if near else ""
-            raise ConfigError(f"{source}: unknown config key '{dotted}'{hint}; allowed under "
-                              f"'{prefix.rstrip('.') or 'top level'}': {', '.join(allowed)}")
+            problems.append(f"unknown config key '{dotted}'{hint}; allowed under "
+                            f"'{prefix.rstrip('.') or 'top level'}': {', '.join(allowed)}")
+            continue
         sub = _section_type(model.model_fields[key].annotation)
         if sub is not None:
             if not isinstance(value, dict):
                 example = f"{dotted}.{next(iter(sub.model_fields))}=..."
-                raise ConfigError(f"{source}: '{dotted}' is a section; give its keys, e.g. {example}")
-            _check_keys(value, sub, source, f"{dotted}.")
+                problems.append(f"'{dotted}' is a section; give its keys, e.g. {example}")
+            else:
+                problems += _key_problems(value, sub, f"{dotted}.")
+    return problems
 
 
 def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -488,14 +562,25 @@ def load_config(
         layers.append((str(params), read_yaml(params)))
     for item in overrides:
         layers.append((f"override '{item}'", parse_override(item)))
-    for source, layer in layers:
-        _check_keys(layer, Config, source)
+    problems = [f"{source}: {p}" for source, layer in layers for p in _key_problems(layer, Config, "")]
+    if problems:
+        extra = len(problems) - MAX_LISTED
+        raise ConfigError(" | ".join(problems[:MAX_LISTED]) + (f" | and {extra} more" if extra > 0 else ""))
+    for _, layer in layers:
         tree = _deep_merge(tree, layer)
+    cfg = validate_tree(tree)
+    check_space(cfg)
+    return cfg
+
+
+def validate_tree(tree: dict[str, Any]) -> Config:
+    """A config from a nested mapping: schema validation, then the task's rules (:func:`check_task_keys`); every
+    problem is a one-line :class:`ConfigError`."""
     try:
         cfg = Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from exc
-    check_space(cfg)
+    check_task_keys(cfg)
     return cfg
 
 
@@ -523,9 +608,10 @@ def check_space(cfg: Config) -> None:
                               "e.g. optim.lr")
         for what, value in _probes(spec):
             try:
-                Config.model_validate(_deep_merge(base, nested({key: value})))
-            except ValidationError as exc:
-                msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                check_task_keys(Config.model_validate(_deep_merge(base, nested({key: value}))))
+            except (ValidationError, ConfigError) as exc:
+                msg = exc.errors()[0]["msg"].removeprefix("Value error, ") if isinstance(exc, ValidationError) \
+                    else str(exc)
                 raise ConfigError(f"{where}: {what} {value!r} is not a valid '{key}' ({msg}); change the "
                                   f"{'choices' if spec.type == 'categorical' else 'range or type'}") from exc
 
@@ -542,16 +628,21 @@ def _probes(spec: ParamSpace) -> list[tuple[str, Any]]:
     return [("low", low), ("high", high), ("a value such as", round(inner, 6))]
 
 
+MAX_LISTED = 5  # problems listed in one error line; more are counted
+
+
 def _one_line(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal[")))
-    got = err.get("input")
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "literal_error":
-        msg = msg.replace("Input should be", "allowed:")
-    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    hint = "; in YAML maps put a space after each colon, e.g. {class: 0.3}" if ":" in key else ""
-    return f"bad value for '{key}': {got!r}; {msg}{more}{hint}"
+    """Every problem of a validation error (up to ``MAX_LISTED``) on one line, each naming its key."""
+    parts = []
+    for err in exc.errors()[:MAX_LISTED]:
+        key = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal[")))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "literal_error":
+            msg = msg.replace("Input should be", "allowed:")
+        hint = "; in YAML maps put a space after each colon, e.g. {class: 0.3}" if ":" in key else ""
+        parts.append(f"bad value for '{key}': {err.get('input')!r}; {msg}{hint}")
+    extra = len(exc.errors()) - MAX_LISTED
+    return " | ".join(parts) + (f" | and {extra} more" if extra > 0 else "")
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -603,7 +694,7 @@ def _plain(value: Any) -> Any:
 def markdown_reference() -> str:
     """Config reference as a Markdown table, generated from the schema (``docs/config.md``)."""
     rows = ["# Config reference", "",
-            "Generated from `taxotrain.config` by `python -m taxotrain.config > docs/config.md`; a test checks it is "
+            "Generated from `taxotrain.config` by `python -m taxotrain.docs > docs/config.md`; a test checks it is "
             "current. Every key can be set in the YAML file or on the command line as `key=value`.", "",
             "| key | default | description |", "| --- | --- | --- |"]
 
@@ -619,7 +710,3 @@ def markdown_reference() -> str:
 
     walk(Config, Config(), "")
     return "\n".join(rows) + "\n"
-
-
-if __name__ == "__main__":
-    print(markdown_reference(), end="")

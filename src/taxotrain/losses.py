@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taxotrain.config import LossConfig
+from taxotrain.config import ConfigError, LossConfig
 from taxotrain.taxonomy import NULL, Taxonomy
 
 
@@ -35,8 +35,8 @@ def resolve_rank_weights(cfg: LossConfig, ranks: list[str]) -> dict[str, float]:
     weights = {r: (1.0 if i == len(ranks) - 1 else cfg.coarse_weight) for i, r in enumerate(ranks)}
     unknown = set(cfg.rank_weights or {}) - set(ranks)
     if unknown:
-        raise ValueError(f"loss.rank_weights names unknown rank(s) {', '.join(sorted(unknown))}; the ranks are "
-                         f"{', '.join(ranks)}")
+        raise ConfigError(f"bad value for 'loss.rank_weights': unknown rank(s) {', '.join(sorted(unknown))}; the "
+                          f"ranks are {', '.join(ranks)}")
     return {**weights, **(cfg.rank_weights or {})}
 
 
@@ -48,8 +48,8 @@ class MultiRankLoss(nn.Module):
         super().__init__()
         unknown = set(rank_weights or {}) - set(ranks)
         if unknown:
-            raise ValueError(f"loss.rank_weights names unknown rank(s) {', '.join(sorted(unknown))}; the ranks are "
-                             f"{', '.join(ranks)}")
+            raise ConfigError(f"bad value for 'loss.rank_weights': unknown rank(s) {', '.join(sorted(unknown))}; "
+                              f"the ranks are {', '.join(ranks)}")
         self.ranks = ranks
         self.label_smoothing = label_smoothing
         self.register_buffer("weights", torch.tensor([float((rank_weights or {}).get(r, 1.0)) for r in ranks]),

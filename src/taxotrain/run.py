@@ -22,13 +22,14 @@ from typing import Any
 import torch
 
 from taxotrain.config import Config
-from taxotrain.models.classifier import build_model
+from taxotrain.errors import TaxotrainError
+from taxotrain.tasks import Task, create_task, get_task
 from taxotrain.taxonomy import Taxonomy
 
 CKPT_KEY = "taxotrain"
 
 
-class RunError(ValueError):
+class RunError(TaxotrainError):
     """A run folder or checkpoint that cannot be used as asked."""
 
 
@@ -93,17 +94,26 @@ class RunPaths:
 
 @dataclass
 class LoadedRun:
-    """A trained model restored from a checkpoint, with what is needed to feed it."""
+    """A trained model restored from a checkpoint, with its task (spec, datasets, decoding) and where it came from."""
 
     model: torch.nn.Module
-    config: Config
-    taxonomy: Taxonomy
-    meta: dict[str, Any]
+    task: Task
     checkpoint: Path
+    store: str | None = None  # the store the run was trained on
+    store_fingerprint: str | None = None
 
     @property
-    def in_chans(self) -> int:
-        return int(self.meta["in_chans"])
+    def config(self) -> Config:
+        return self.task.config
+
+    @property
+    def taxonomy(self) -> Taxonomy:
+        return self.task.taxonomy
+
+    @property
+    def root(self) -> Path:
+        """The run folder (the checkpoint's grandparent)."""
+        return self.checkpoint.parent.parent
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -112,37 +122,60 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise RunError(f"checkpoint {path} not found; train one with `taxotrain fit` first")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError) as exc:
-        raise RunError(f"{path} is not a loadable checkpoint ({str(exc).splitlines()[0][:120]}); re-run "
-                       "`taxotrain fit` or point at another file") from exc
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" in str(exc).lower():  # a real pickle that needs code to load: refused, for safety
+            raise RunError(f"{path} holds pickled objects that taxotrain never loads (unsafe); point at a checkpoint "
+                           "written by `taxotrain fit`") from exc
+        raise RunError(f"{path} is not a loadable checkpoint ({_first_line(exc)}); point at a checkpoint written "
+                       "by `taxotrain fit`") from exc
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise RunError(f"{path} is not a loadable checkpoint ({_first_line(exc)}); point at a checkpoint written "
+                       "by `taxotrain fit`") from exc
     if not isinstance(ckpt, dict) or CKPT_KEY not in ckpt or "state_dict" not in ckpt:
         raise RunError(f"{path} is not a taxotrain checkpoint (no '{CKPT_KEY}' metadata); use a checkpoint written "
                        "by `taxotrain fit`")
     return ckpt
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
+
+
+def checkpoint_path(target: str | Path, which: str = "best") -> Path:
+    """The checkpoint of a run folder (``which`` = best or last; last when there is no best) or a checkpoint file."""
+    target = Path(target)
+    if not target.is_dir():
+        return target
+    paths = RunPaths(target)
+    path = paths.best if which == "best" else paths.last
+    if not path.is_file() and paths.last.is_file():
+        path = paths.last
+    if not path.is_file():
+        raise RunError(f"{target} has no checkpoints/{which}.ckpt; is it a run folder written by `taxotrain fit`?")
+    return path
+
+
+def restore_task(info: dict[str, Any]) -> Task:
+    """The task of a checkpoint's taxotrain metadata: its config, taxonomy and preprocessing spec (checkpoints
+    written before specs existed carry an untyped ``meta`` dict, which the task turns into its spec)."""
+    config = Config.model_validate(info["config"])
+    taxonomy = Taxonomy.from_dict(info["taxonomy"])
+    return create_task(config, taxonomy=taxonomy, spec=get_task(config.task).spec_from_checkpoint(info, config))
+
+
 def load_run(target: str | Path, which: str = "best") -> LoadedRun:
     """Restore the model of a run folder (``which`` = best or last) or of a checkpoint file, in eval mode."""
-    target = Path(target)
-    if target.is_dir():
-        paths = RunPaths(target)
-        path = paths.best if which == "best" else paths.last
-        if not path.is_file() and paths.last.is_file():
-            path = paths.last
-        if not path.is_file():
-            raise RunError(f"{target} has no checkpoints/{which}.ckpt; is it a run folder written by `taxotrain fit`?")
-    else:
-        path = target
+    path = checkpoint_path(target, which)
     ckpt = read_checkpoint(path)
-    meta = ckpt[CKPT_KEY]
-    config = Config.model_validate(meta["config"])
-    taxonomy = Taxonomy.from_dict(meta["taxonomy"])
-    model = build_model(config.model, taxonomy, int(meta["in_chans"]), pretrained=False, task=config.task)
+    info = ckpt[CKPT_KEY]
+    task = restore_task(info)
+    model = task.build_model(pretrained=False)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise RunError(f"{path}: weights do not fit model '{config.model.backbone}' "
-                       f"({str(exc).splitlines()[0][:120]})") from exc
+        raise RunError(f"{path}: weights do not fit model '{task.config.model.backbone}' "
+                       f"({_first_line(exc)})") from exc
     model.eval()
-    return LoadedRun(model, config, taxonomy, meta, path)
+    return LoadedRun(model, task, path, info.get("store"), info.get("store_fingerprint"))

@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from taxotrain.errors import TaxotrainError
+
 NULL = -1
 
 
-class TaxonomyError(ValueError):
+class TaxonomyError(TaxotrainError):
     """The taxonomy contradicts itself or does not cover the data; the message names the offending rows."""
 
 

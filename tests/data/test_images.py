@@ -42,11 +42,31 @@ def test_random_train_transforms_keep_shape_and_aspect() -> None:
 
 
 @pytest.mark.parametrize("policy", ["randaugment", "trivialaugment"])
-def test_policies_and_erasing_run(policy: str) -> None:
-    img = torch.randint(0, 255, (3, 40, 30), dtype=torch.uint8)
-    aug = AugmentConfig(policy=policy, random_erasing=1.0, rotate_degrees=15)
-    out = build_transforms(32, [0.5] * 3, [0.25] * 3, train=True, augment=aug)(img)
-    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+def test_augmentation_policy_changes_the_pixels(policy: str) -> None:
+    # with flips and turns off, the policy is the only random step: most draws must change the image
+    img = torch.randint(0, 255, (3, 40, 30), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    still = AugmentConfig(hflip=0, vflip=0, rot90=False)
+    plain = build_transforms(32, [0.5] * 3, [0.25] * 3, train=True, augment=still)(img)
+    tf = build_transforms(32, [0.5] * 3, [0.25] * 3, train=True, augment=still.model_copy(update={"policy": policy}))
+    torch.manual_seed(0)
+    changed = sum(not torch.allclose(tf(img), plain) for _ in range(20))
+    assert changed >= 12, f"{policy} changed only {changed} of 20 images"
+    assert tf(img).shape == (3, 32, 32) and tf(img).dtype == torch.float32
+
+
+def test_random_erasing_blanks_a_rectangle_and_rotation_turns() -> None:
+    img = torch.randint(1, 255, (3, 40, 30), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    still = AugmentConfig(hflip=0, vflip=0, rot90=False)
+    torch.manual_seed(0)
+    erased = build_transforms(32, [0.5] * 3, [0.25] * 3, train=True,
+                              augment=still.model_copy(update={"random_erasing": 1.0}))(img)
+    zero = (erased == 0).all(0)  # erasing writes value 0 after normalising; the noise image never maps to 0
+    rows, cols = zero.any(1).nonzero().flatten(), zero.any(0).nonzero().flatten()
+    assert len(rows) and zero[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()  # one rectangle
+    plain = build_transforms(32, [0.5] * 3, [0.25] * 3, train=True, augment=still)(img)
+    turned = build_transforms(32, [0.5] * 3, [0.25] * 3, train=True,
+                              augment=still.model_copy(update={"rotate_degrees": 30}))
+    assert sum(not torch.allclose(turned(img), plain) for _ in range(10)) >= 8
 
 
 @pytest.mark.parametrize("pad_fill", ["edge", "zero", "mean"])
@@ -117,7 +137,7 @@ def test_normalisation_scales_by_the_dtype_like_torchvision() -> None:
 
 
 def test_a_16_bit_png_reads_for_prediction_as_prepare_stored_it(tmp_path: Path) -> None:
-    from taxotrain.data.images import decode
+    from taxotrain.data.images import decode_bytes as decode
     from taxotrain.data.prepare import prepare_images
     from taxotrain.data.store import Store
 
@@ -131,7 +151,27 @@ def test_a_16_bit_png_reads_for_prediction_as_prepare_stored_it(tmp_path: Path) 
     assert decode(deep.read_bytes(), 1).dtype == torch.uint16  # torchvision alone would keep 16 bits
     prepare_images(tmp_path / "imgs", tmp_path / "s.h5", ["class"], workers=0, progress=False)
     store = Store(tmp_path / "s.h5")
-    trained_on = decode(store.record_bytes(store.paths.index("a/deep.png")), 1)
+    trained_on = decode(store.read(store.paths.index("a/deep.png")), 1)
     predicted_on = read_image_file(deep, 1)
     assert predicted_on.dtype == trained_on.dtype == torch.uint8 and int(predicted_on.max()) == 255  # stretched
     assert (predicted_on.int() - trained_on.int()).abs().max() <= 1
+
+
+def test_tta_views_are_the_eight_distinct_dihedral_views() -> None:
+    from taxotrain.data.images import tta_views
+
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    views = tta_views(x, "dihedral")
+    assert len(views) == 8 and len({tuple(v[0].flatten().tolist()) for v in views}) == 8
+    assert torch.equal(views[0], x) and len(tta_views(x, "flip")) == 2 and torch.equal(tta_views(x, "flip")[1],
+                                                                                      x.flip(-1))
+    with pytest.raises(ValueError, match="dihedral"):
+        tta_views(x, "mirror")
+
+
+def test_trained_views_follow_the_training_augmentation() -> None:
+    from taxotrain.data.images import trained_views
+
+    assert trained_views(AugmentConfig()) == "dihedral"  # default: flips + 90-degree rotations
+    assert trained_views(AugmentConfig(rot90=False, vflip=0)) == "flip"
+    assert trained_views(AugmentConfig(rot90=False, hflip=0)) == "none"

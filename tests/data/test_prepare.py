@@ -10,10 +10,12 @@ import h5py
 import numpy as np
 import pytest
 
+import taxotrain.data.prepare_images as prepare_mod
 from taxotrain.cli import main
-from taxotrain.data import prepare as prepare_mod
+from taxotrain.data.images import image_norm
 from taxotrain.data.ingest import IngestError
-from taxotrain.data.prepare import prepare_images, report_path
+from taxotrain.data.prepare import prepare_images
+from taxotrain.data.report import report_path
 from taxotrain.data.split import stratified_split
 from taxotrain.data.store import Store
 from taxotrain.taxonomy import NULL, TaxonomyError
@@ -78,15 +80,15 @@ def test_store_contents_round_trip(tmp_path: Path) -> None:
     prepare_images(images, out, ["group", "subgroup", "class"], _taxonomy_csv(tmp_path, list(classes)), workers=1)
     store = Store(out)
     for i, rel in enumerate(store.paths):  # bytes are the original encoded files, not decoded pixels
-        assert bytes(store.record_bytes(i)) == (images / rel).read_bytes()
+        assert bytes(store.read(i)) == (images / rel).read_bytes()
     tax = store.taxonomy
     sub = tax.ranks.index("subgroup")
     amph = [i for i, p in enumerate(store.paths) if p.startswith("amphipods/")]
     assert (store.labels[amph, sub] == NULL).all(), "a class directly under its group has a null subgroup"
     assert tax.names[0][store.labels[amph[0], 0]] == "crustaceans"
-    assert store.grayscale and len(store.norm(1)[0]) == 1 and len(store.norm(3)[0]) == 3
+    assert store.attrs["grayscale"] and len(image_norm(store, 1)[0]) == 1 and len(image_norm(store, 3)[0]) == 3
     train = store.splits["train"]
-    assert 0.2 < store.norm(1)[0][0] < 1.0 and store.norm(1)[1][0] > 0.01
+    assert 0.2 < image_norm(store, 1)[0][0] < 1.0 and image_norm(store, 1)[1][0] > 0.01
     assert sorted(np.concatenate(list(store.splits.values())).tolist()) == list(range(len(store)))
     with h5py.File(out) as f:
         assert f.attrs["taxotrain_version"] and f.attrs["created"] and f.attrs["source"].endswith("images")

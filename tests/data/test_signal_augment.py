@@ -8,7 +8,7 @@ import torch
 from aeon.datasets import load_from_ts_file
 
 from taxotrain.config import SignalAugmentConfig
-from taxotrain.data.signal_data import Jitter, Scaling, Standardise, TimeWarp, build_signal_transforms
+from taxotrain.data.signal_transforms import Jitter, Scaling, Standardise, TimeWarp, build_signal_transforms
 from taxotrain.data.signals import ucr_folder
 
 

@@ -53,7 +53,7 @@ def test_ucr_folder_keeps_the_official_test_split(gunpoint_store: Path) -> None:
     assert len(store.splits["test"]) == len(X_test)
     assert len(store.splits["train"]) + len(store.splits["val"]) == len(X_train) and len(store.splits["val"]) > 0
     first_test = store.splits["test"][0]
-    np.testing.assert_allclose(store.signals()[first_test, 0], znormalise(X_test[0]).ravel(), atol=1e-5)
+    np.testing.assert_allclose(store.data()[first_test, 0], znormalise(X_test[0]).ravel(), atol=1e-5)
     names = store.taxonomy.names[0]
     assert [names[i] for i in store.labels[store.splits["test"], 0]] == list(np.asarray(y_test).astype(str))
 
@@ -72,9 +72,9 @@ def test_capfinder_csv_with_long_fields_and_bad_rows(tmp_path: Path) -> None:
     out = tmp_path / "caps.h5"
     result = prepare_signals(folder, out, PrepareConfig(target_length=300), classes=sorted(set(y)))
     store = Store(out)
-    assert result.kept == 40 and store.shape == (40, 1, 300)
+    assert result.kept == 40 and store.payload.shape == (40, 1, 300)
     i = store.paths.index("long0")
-    np.testing.assert_allclose(store.signals()[i, 0], X[0][:300], rtol=1e-5)  # truncation keeps the start
+    np.testing.assert_allclose(store.data()[i, 0], X[0][:300], rtol=1e-5)  # truncation keeps the start
     reasons = {r["path"]: r["reason"] for r in _report(out)}
     assert reasons["part2.csv line 21"].startswith("non-numeric value 'abc' at position 3")
     assert reasons["part2.csv line 22"] == "empty series"
@@ -105,7 +105,7 @@ def test_several_thousand_rows_balanced_to_the_smallest_class(tmp_path: Path,
     counts = Counter(store.labels[:, 0].tolist())
     assert sorted(counts.values()) == [smallest] * len(set(y))
     assert store.attrs["examples_per_class"] == smallest
-    assert store.shape[2] == X.shape[1] and any(p.endswith("_long") for p in store.paths)
+    assert store.payload.shape[2] == X.shape[1] and any(p.endswith("_long") for p in store.paths)
     again = tmp_path / "again.h5"
     assert main([*args, "--out", str(again)]) == 0
     assert Store(again).paths == store.paths  # seeded
@@ -145,9 +145,9 @@ def test_numpy_pairs(tmp_path: Path) -> None:
     assert main(["prepare", str(pair), "--format", "numpy", "--config", str(tmp_path / "cfg.yaml"), "--znorm",
                  "--out", str(tmp_path / "pair.h5")]) == 0  # the flag wins over the config's prepare: section
     store = Store(tmp_path / "pair.h5")
-    assert store.shape == (29, 1, 100) and store.attrs["znorm"] and store.attrs["reader"] == "numpy"
+    assert store.payload.shape == (29, 1, 100) and store.attrs["znorm"] and store.attrs["reader"] == "numpy"
     assert main(["prepare", str(pair), "--target-length", "500", "--out", str(tmp_path / "long.h5")]) == 0
-    padded = Store(tmp_path / "long.h5").signals()
+    padded = Store(tmp_path / "long.h5").data()
     assert padded.shape == (29, 1, 500) and not padded[:, :, X.shape[1]:].any()
 
 

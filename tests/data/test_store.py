@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from taxotrain.config import AugmentConfig
-from taxotrain.data.images import ImageStoreDataset, build_transforms
+from taxotrain.data.dataset import StoreDataset
+from taxotrain.data.images import DecodeImage, build_transforms
 from taxotrain.data.store import Store, StoreError
 
 
@@ -29,20 +30,35 @@ def test_not_a_store_errors(tmp_path: Path) -> None:
 
 def test_pickle_drops_the_memory_map(plankton_store: Path) -> None:
     store = Store(plankton_store)
-    first = bytes(store.record_bytes(0))
+    first = bytes(store.read(0))
     clone = pickle.loads(pickle.dumps(store))
-    assert clone._mmap is None and len(pickle.dumps(store)) < 200_000
-    assert bytes(clone.record_bytes(0)) == first
+    assert clone._data is None and len(pickle.dumps(store)) < 200_000
+    assert bytes(clone.read(0)) == first
 
 
 def test_dataloader_with_two_workers_sees_every_record(plankton_store: Path) -> None:
     store = Store(plankton_store)
-    mean, std = store.norm(1)
-    ds = ImageStoreDataset(store, store.splits["train"], build_transforms(32, mean, std, True, AugmentConfig()), 1)
-    seen = []
-    for x, y in DataLoader(ds, batch_size=50, num_workers=2):
-        assert x.shape[1:] == (1, 32, 32) and torch.isfinite(x).all()
-        seen.append(y)
+    mean, std = store.attrs["mean_gray"], store.attrs["std_gray"]
+    ds = StoreDataset(store, store.splits["train"], DecodeImage(1), build_transforms(32, mean, std, True,
+                                                                                      AugmentConfig()))
+    seen, indices = [], []
+    for batch in DataLoader(ds, batch_size=50, num_workers=2):
+        assert batch["input"].shape[1:] == (1, 32, 32) and torch.isfinite(batch["input"]).all()
+        seen.append(batch["target"])
+        indices.append(batch["index"])
     labels = torch.cat(seen)
-    assert len(labels) == len(store.splits["train"])
+    assert torch.equal(torch.cat(indices), torch.from_numpy(store.splits["train"]))
     assert torch.equal(labels, torch.from_numpy(store.labels[store.splits["train"]]))
+
+
+def test_fingerprint_changes_with_the_split_not_with_the_time(plankton_manifest: Path, tmp_path: Path) -> None:
+    from taxotrain.data.prepare import prepare_images
+
+    ranks = ["group", "subgroup", "class"]
+    a = prepare_images(None, tmp_path / "a.h5", ranks, manifest=plankton_manifest, workers=1, seed=0).store
+    b = prepare_images(None, tmp_path / "b.h5", ranks, manifest=plankton_manifest, workers=1, seed=0).store
+    c = prepare_images(None, tmp_path / "c.h5", ranks, manifest=plankton_manifest, workers=1, seed=1).store
+    fa, fb, fc = Store(a).fingerprint, Store(b).fingerprint, Store(c).fingerprint
+    assert fa is not None and len(fa) == 64
+    assert fa == fb  # same data and split: same fingerprint, whatever the creation time
+    assert fa != fc  # another split seed: the test records differ

@@ -30,9 +30,9 @@ def test_compare_flat_and_hierarchical(trained_run: Path, plankton_store: Path, 
         assert key in rows
     m = json.loads((other / "metrics.json").read_text())
     base = json.loads((trained_run / "metrics.json").read_text())
-    assert float(rows["class top1"]["hsoftmax"]) == pytest.approx(m["class"]["top1"], abs=1e-3)
+    assert float(rows["class top1"]["hsoftmax"]) == pytest.approx(m["ranks"]["class"]["top1"], abs=1e-3)
     diff = f"hsoftmax - {trained_run.name}"
-    for key, a, b in (("class top1", base["class"]["top1"], m["class"]["top1"]),
+    for key, a, b in (("class top1", base["ranks"]["class"]["top1"], m["ranks"]["class"]["top1"]),
                       ("mistake_severity", base["hierarchy"]["mistake_severity"], m["hierarchy"]["mistake_severity"])):
         row = rows[key]
         assert float(row[diff]) == pytest.approx(b - a, abs=1e-6)
@@ -57,9 +57,9 @@ def test_compare_flat_and_hierarchical(trained_run: Path, plankton_store: Path, 
     with (both / "compare.csv").open() as fh:
         rows3 = {r["metric"]: r for r in csv.DictReader(fh)}
     pooled = next(c for c in rows3["class top1"] if c.endswith("(2 runs)"))
-    assert float(rows3["class top1"][pooled]) == pytest.approx((m["class"]["top1"] + base["class"]["top1"]) / 2,
-                                                               abs=1e-6)
-    assert float(rows3["class top1"][f"{pooled} [hsoftmax]"]) == pytest.approx(m["class"]["top1"], abs=1e-6)
+    pooled_mean = (m["ranks"]["class"]["top1"] + base["ranks"]["class"]["top1"]) / 2
+    assert float(rows3["class top1"][pooled]) == pytest.approx(pooled_mean, abs=1e-6)
+    assert float(rows3["class top1"][f"{pooled} [hsoftmax]"]) == pytest.approx(m["ranks"]["class"]["top1"], abs=1e-6)
 
 
 def test_compare_refuses_different_splits(trained_run: Path, tmp_path: Path, synthetic_set: tuple[Path, Path],

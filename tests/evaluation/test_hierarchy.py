@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from taxotrain.evaluation.hierarchy import hierarchy_metrics
-from taxotrain.inference.decode import choose_thresholds, decode, endpoint_heights, endpoints, roll_up
+from taxotrain.tasks.decoding import choose_thresholds, decode, endpoint_heights, endpoints, roll_up
 from taxotrain.taxonomy import NULL, Taxonomy
 
 RANKS = ["family", "genus", "species"]
@@ -94,7 +94,7 @@ def test_roll_up_stops_at_the_deepest_confident_rank() -> None:
     decoded[wrong, 2] = np.where(decoded[wrong, 2] == path("S1")[2], path("S2")[2], path("S5")[2])
     th = choose_thresholds(scores, decoded, target, precision=0.99)
     assert th[0] <= 0.95 and 0.5 <= th[2] <= 0.6
-    from taxotrain.inference.decode import Decoded
+    from taxotrain.tasks.decoding import Decoded
 
     deepest, label = roll_up(Decoded(decoded, scores), th)
     assert (deepest[~wrong] == 2).all() and (deepest[wrong] == 1).all()

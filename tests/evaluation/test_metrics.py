@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from taxotrain.evaluation.metrics import class_scores, confusion, evaluate_probs, rank_metrics
+from taxotrain.evaluation.metrics import class_scores, confusion, evaluate_probs, rank_scores
 from taxotrain.taxonomy import NULL, Taxonomy
 
 
@@ -18,7 +18,7 @@ def _onehot(pred: list[int], n: int) -> np.ndarray:
 def test_known_answers() -> None:
     target = np.array([0, 0, 1, 1, 2, 2, NULL])
     probs = _onehot([0, 1, 1, 1, 2, 0, 2], 3)
-    m = rank_metrics(probs, target)
+    m = rank_scores(probs, target)
     assert m["n"] == 6
     assert m["top1"] == pytest.approx(4 / 6)
     assert m["top5"] == pytest.approx(1.0)  # 3 classes: top-k capped at 3
@@ -32,13 +32,13 @@ def test_known_answers() -> None:
 def test_top5_counts_second_to_fifth_guess() -> None:
     probs = np.tile(np.linspace(1, 0.1, 8), (4, 1))  # always ranks class 0 first, 7 last
     target = np.array([0, 4, 5, 7])
-    m = rank_metrics(probs, target)
+    m = rank_scores(probs, target)
     assert m["top1"] == pytest.approx(0.25) and m["top5"] == pytest.approx(0.5)
 
 
 def test_classes_absent_from_labels_and_predictions_do_not_dilute_macro() -> None:
     probs = _onehot([0, 1], 10)
-    m = rank_metrics(probs, np.array([0, 1]))
+    m = rank_scores(probs, np.array([0, 1]))
     assert m["macro_f1"] == pytest.approx(1.0) and m["balanced_accuracy"] == pytest.approx(1.0)
 
 
@@ -49,33 +49,3 @@ def test_rank_with_no_known_label_reports_none_and_per_class_rows() -> None:
     metrics, rows = evaluate_probs(probs, labels, tax)
     assert metrics["g"]["top1"] == 1.0 and metrics["s"]["top1"] is None and metrics["s"]["n"] == 0
     assert [(r["rank"], r["class"]) for r in rows] == [("g", "A"), ("g", "B"), ("s", "a1"), ("s", "a2"), ("s", "b1")]
-
-
-def test_tta_views_and_averaging() -> None:
-    import torch
-
-    from taxotrain.evaluation.metrics import model_probs, tta_views
-
-    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
-    views = tta_views(x, "dihedral")
-    assert len(views) == 8 and len({tuple(v[0].flatten().tolist()) for v in views}) == 8
-    assert torch.equal(views[0], x) and len(tta_views(x, "flip")) == 2
-
-    class Corner(torch.nn.Module):  # depends on orientation: logit = top-left pixel
-        def forward(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {"r": torch.stack([v[:, 0, 0, 0], torch.zeros(len(v))], 1)}
-
-    expected = sum(torch.softmax(Corner()(v)["r"], -1) for v in views) / 8
-    assert np.allclose(model_probs(Corner(), x, ["r"], "dihedral")["r"], expected.numpy())
-    with pytest.raises(ValueError, match="dihedral"):
-        tta_views(x, "mirror")
-
-
-def test_tta_auto_follows_the_training_augmentation() -> None:
-    from taxotrain.config import load_config
-    from taxotrain.evaluation.metrics import resolve_tta
-
-    assert resolve_tta("auto", load_config(None, [])) == "dihedral"  # default: flips + 90-degree rotations
-    assert resolve_tta("auto", load_config(None, ["data.augment.rot90=false", "data.augment.vflip=0"])) == "flip"
-    assert resolve_tta("auto", load_config(None, ["data.augment.rot90=false", "data.augment.hflip=0"])) == "none"
-    assert resolve_tta("none", load_config(None, [])) == "none"

@@ -21,19 +21,19 @@ def test_evaluate_writes_sane_report(trained_run: Path, plankton_store: Path) ->
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["evaluation"]["split"] == "test" and metrics["evaluation"]["records"] == len(store.splits["test"])
     for rank in store.ranks:
-        m = metrics[rank]
+        m = metrics["ranks"][rank]
         assert set(m) >= {"top1", "top5", "macro_f1", "balanced_accuracy"}
         assert all(0.0 <= m[k] <= 1.0 for k in ("top1", "top5", "macro_f1", "balanced_accuracy"))
         assert m["top5"] >= m["top1"]
-    assert metrics["group"]["top5"] == 1.0  # the subset has 4 groups, so the true group is always in the top 5
+    assert metrics["ranks"]["group"]["top5"] == 1.0  # 4 groups: the true group is always in the top 5
     r = store.ranks.index("subgroup")
-    assert metrics["subgroup"]["n"] == int((store.labels[store.splits["test"], r] >= 0).sum())
+    assert metrics["ranks"]["subgroup"]["n"] == int((store.labels[store.splits["test"], r] >= 0).sum())
 
     with (trained_run / "per_class.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == sum(store.taxonomy.num_classes)
     for rank in store.ranks:
-        assert sum(int(x["support"]) for x in rows if x["rank"] == rank) == metrics[rank]["n"]
+        assert sum(int(x["support"]) for x in rows if x["rank"] == rank) == metrics["ranks"][rank]["n"]
 
     html = (trained_run / "report.html").read_text()
     linked = re.findall(r'(?:src|href)="([^"]+)"', html)

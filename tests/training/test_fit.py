@@ -122,9 +122,9 @@ def test_hierarchy_switches_train_every_head_with_30_percent_of_class_labels_hid
         assert main(["fit", *args]) == 0
         trained = load_run(run).model.head.state_dict()
         torch.manual_seed(0)
-        from taxotrain.models.classifier import build_model
+        from taxotrain.tasks import create_task
 
-        fresh = build_model(load_config(None, args).model, store.taxonomy, 1).head.state_dict()
+        fresh = create_task(load_config(None, args), store=store).build_model(pretrained=False).head.state_dict()
         changed = {k for k in trained if not torch.equal(trained[k], fresh[k])}
         assert changed == set(trained), f"{head}: untrained head parameters {set(trained) - changed}"
         rows = _rows(run)

@@ -12,9 +12,10 @@ import torch
 
 from taxotrain.cli import main
 from taxotrain.config import ConfigError, load_config
+from taxotrain.stages import expand_stages, stage_at
 from taxotrain.training.engine import fit
-from taxotrain.training.module import warmup_cosine
-from taxotrain.training.progressive import expand_stages, probe_batch_size, stage_at
+from taxotrain.training.progressive import probe_batch_size
+from taxotrain.training.schedules import warmup_cosine
 from tests.conftest import FAST
 
 
@@ -85,7 +86,7 @@ class Recorder(L.Callback):
         self.lrs: list[tuple[int, float]] = []
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        x = batch[0]
+        x = batch["input"]
         self.seen.setdefault(trainer.current_epoch, set()).add((int(x.shape[-1]), int(x.shape[0])))
         self.lrs.append((trainer.current_epoch, trainer.optimizers[0].param_groups[0]["lr"]))
 
@@ -110,7 +111,7 @@ def test_fit_trains_each_epoch_at_its_stage_size_and_batch(plankton_store: Path,
     last_of = {e: [lr for ep, lr in rec.lrs if ep == e][-1] for e in (0, 1)}
     assert first_of[1] == pytest.approx(last_of[0], rel=0.2) and first_of[2] == pytest.approx(last_of[1], rel=0.35)
     ckpt = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["taxotrain"]["image_size"] == 32  # evaluation and prediction use the final size
+    assert ckpt["taxotrain"]["spec"]["image_size"] == 32  # evaluation and prediction use the final size
 
 
 class StopAfterEpoch(L.Callback):
@@ -148,7 +149,7 @@ def test_stage_regularisation_reaches_the_model(plankton_store: Path, tmp_path: 
             if batch_idx == 0:
                 drop = next(m.p for m in pl_module.model.head.modules() if isinstance(m, torch.nn.Dropout))
                 dp = [m.drop_prob for m in pl_module.modules() if type(m).__name__ == "DropPath"]
-                seen.append((pl_module.mixer.cfg.mixup_alpha, drop, max(dp)))
+                seen.append((pl_module.task.objective.mixer.cfg.mixup_alpha, drop, max(dp)))
 
     cfg = load_config(None, [f"data.store={plankton_store}", f"run.dir={tmp_path / 'r'}", "trainer.max_epochs=2",
                              "progressive.start_size=16", "progressive.num_stages=2", "progressive.size_multiple=4",

@@ -16,7 +16,7 @@ from aeon.datasets import load_from_ts_file
 from taxotrain.cli import main
 from taxotrain.config import Config, OptimConfig, load_config
 from taxotrain.data.signals import ucr_folder
-from taxotrain.training.module import build_scheduler
+from taxotrain.training.schedules import build_scheduler
 from tests.conftest import SIGNAL_FAST
 
 
@@ -24,14 +24,14 @@ def test_signal_run_folder_and_report(signal_run: Path, capsys: pytest.CaptureFi
     cfg = Config.model_validate(yaml.safe_load((signal_run / "config.yaml").read_text()))
     assert cfg.task == "signal" and cfg.model.backbone == "resnet1d"
     ckpt = torch.load(signal_run / "checkpoints" / "best.ckpt", weights_only=True, map_location="cpu")
-    assert ckpt["taxotrain"]["kind"] == "signal" and ckpt["taxotrain"]["length"] == 150
+    assert ckpt["taxotrain"]["spec"]["kind"] == "signal" and ckpt["taxotrain"]["spec"]["length"] == 150
     with (signal_run / "metrics.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 4 and 0 <= float(rows[-1]["val/class/top1"]) <= 1
     assert main(["evaluate", str(signal_run)]) == 0
     assert "MiniRocket baseline top1" in capsys.readouterr().out
     metrics = json.loads((signal_run / "metrics.json").read_text())
-    assert metrics["evaluation"]["records"] == 150 and 0 <= metrics["class"]["top1"] <= 1
+    assert metrics["evaluation"]["records"] == 150 and 0 <= metrics["ranks"]["class"]["top1"] <= 1
     assert metrics["baseline"]["minirocket"]["top1"] > 0.9  # MiniRocket is a strong baseline on GunPoint
     assert metrics["baseline"]["minirocket"]["records"] == 150  # the same test split as the network
     page = (signal_run / "report.html").read_text()
@@ -47,7 +47,13 @@ def test_predict_ts_and_capfinder_csv_with_a_bad_row(signal_run: Path, tmp_path:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 150 and [r["read_id"] for r in rows[:3]] == ["0", "1", "2"]
     assert set(rows[0]) >= {"read_id", "class", "class_score", "class_top1", "class_top2_score", "error"}
-    assert all(r["class"] in ("1", "2") and 0.5 <= float(r["class_score"]) <= 1 for r in rows)
+    # predict reads the official TEST file as prepare stored it: each row agrees with evaluate on the test split
+    assert main(["evaluate", str(signal_run), "--no-baseline"]) == 0
+    saved = np.load(signal_run / "predictions_test.npz")
+    names = ["1", "2"]
+    assert [r["class"] for r in rows] == [names[i] for i in saved["decoded"][:, 0]]
+    np.testing.assert_allclose([float(r["class_score"]) for r in rows], saved["probs_class"].max(1), atol=1e-5)
+    assert [r["true_class"] for r in rows] == [names[i] for i in saved["labels"][:, 0]]
 
     X, y = load_from_ts_file(str(ts))
     capfinder = tmp_path / "reads.csv"
@@ -114,7 +120,7 @@ def test_init_config_signal_and_task_store_mismatch(gunpoint_store: Path, tmp_pa
     assert "time_warp" in (tmp_path / "sig.yaml").read_text()
     assert main(["fit", f"data.store={gunpoint_store}", f"run.dir={tmp_path / 'r'}", *SIGNAL_FAST]) == 2
     err = capsys.readouterr().err
-    assert "signal store; set task: signal" in err and err.count("\n") == 1
+    assert "is a signal store" in err and "set task: signal" in err and err.count("\n") == 1
     assert main(["fit", "task=signal", "model.backbone=resnet50", f"data.store={gunpoint_store}",
                  f"run.dir={tmp_path / 'r2'}"]) == 2
     assert "unknown signal network 'resnet50'" in capsys.readouterr().err

@@ -24,7 +24,7 @@ from taxotrain.data.store import Store
 from taxotrain.data.verify import to_8bit
 
 
-def decode(data: np.ndarray | bytes, channels: int) -> torch.Tensor:
+def decode_bytes(data: np.ndarray | bytes, channels: int) -> torch.Tensor:
     """Decode encoded image bytes to a uint8 tensor ``[channels, H, W]``."""
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     return decode_image(buf, mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
@@ -39,7 +39,7 @@ def read_image_file(path: Path, channels: int) -> torch.Tensor:
     if not data:
         raise ValueError("empty file (0 bytes)")
     try:
-        tensor = decode(data, channels)
+        tensor = decode_bytes(data, channels)
         if tensor.dtype == torch.uint8:
             return tensor
         # a 16-bit file: read it below as `prepare` stored it (16-bit stretched to 0-255), so predictions see the
@@ -166,21 +166,57 @@ def build_transforms(
     return v2.Compose(steps)
 
 
-class ImageStoreDataset(Dataset):
-    """Records of one split of a store: ``(image tensor, label indices per rank)``; nulls are ``-1``."""
+class ImageFiles(Dataset):
+    """Image files to predict: ``{"input": transformed tensor, "error": ""}``, or a blank input and the reason for a
+    file that cannot be read (so one bad file never stops a batch)."""
 
-    def __init__(self, store: Store, indices: np.ndarray, transform: v2.Compose, channels: int,
-                 labels: np.ndarray | None = None) -> None:
-        self.store = store
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.transform = transform
-        self.channels = channels
-        self.labels = store.labels if labels is None else labels  # [N_store, R]; a copy when labels are hidden
+    def __init__(self, files: list[Path], transform: Any, channels: int, size: int) -> None:
+        self.files, self.transform, self.channels, self.size = files, transform, channels, size
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = int(self.indices[i])
-        img = decode(self.store.record_bytes(idx), self.channels)
-        return self.transform(img), torch.from_numpy(self.labels[idx])
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        try:
+            return {"input": self.transform(read_image_file(self.files[i], self.channels)), "error": ""}
+        except (OSError, ValueError, RuntimeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return {"input": torch.zeros(self.channels, self.size, self.size), "error": reason}
+
+
+def image_norm(store: Store, channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (0-1 scale) of an image store's train split, for 1 (greyscale) or 3 input channels."""
+    suffix = "gray" if channels == 1 else "rgb"
+    return list(store.attrs[f"mean_{suffix}"]), list(store.attrs[f"std_{suffix}"])
+
+
+class DecodeImage:
+    """Encoded bytes from the store -> uint8 tensor ``[channels, H, W]`` (a picklable ``read`` for the dataset)."""
+
+    def __init__(self, channels: int) -> None:
+        self.channels = channels
+
+    def __call__(self, data: np.ndarray) -> torch.Tensor:
+        return decode_bytes(data, self.channels)
+
+
+TTA_VIEWS = {"none": 1, "flip": 2, "dihedral": 8}  # views averaged at test time; ``auto`` picks from training
+
+
+def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """Test-time views of an image batch: itself, + horizontal flip, or all 8 flips/90-degree rotations."""
+    if tta not in TTA_VIEWS:
+        raise ValueError(f"--tta {tta!r}: choose one of {', '.join(TTA_VIEWS)}")
+    if tta == "none":
+        return [x]
+    if tta == "flip":
+        return [x, x.flip(-1)]
+    return [torch.rot90(v, k, dims=(-2, -1)) for v in (x, x.flip(-1)) for k in range(4)]
+
+
+def trained_views(augment: AugmentConfig) -> str:
+    """The test-time views a model trained with ``augment`` is invariant to: ``dihedral`` with both flips and
+    90-degree rotations (the default for orientation-free organisms), ``flip`` with horizontal flips only."""
+    if augment.rot90 and augment.hflip > 0 and augment.vflip > 0:
+        return "dihedral"
+    return "flip" if augment.hflip > 0 else "none"

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taxotrain.errors import TaxotrainError
 from taxotrain.taxonomy import Taxonomy, TaxonomyError
 
 PATH_COLUMN = "filepath"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 
 
-class IngestError(ValueError):
+class IngestError(TaxotrainError):
     """The input cannot be ingested as given; the message names the file and the fix."""
 
 
@@ -37,6 +38,21 @@ class Ingested:
     records: list[Record]
     taxonomy: Taxonomy
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def find_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files given directly, plus image files found recursively (sorted, hidden ones skipped) under given folders."""
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise IngestError(f"{p}: no such file or folder to predict")
+    return found
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:

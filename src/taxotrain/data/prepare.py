@@ -1,186 +1,44 @@
-"""``taxotrain prepare`` for images: ingest, verify every file, split, and write ONE HDF5 store atomically."""
+"""``taxotrain prepare``: verify a dataset and write one HDF5 store, whichever kind of source it is.
+
+Images (a folder of class folders, or a CSV manifest) go through :func:`prepare_images`; 1-D signals (Capfinder CSVs,
+UCR ``.ts`` files, NumPy arrays) through :func:`prepare_signals`. Both write with the same
+:class:`~taxotrain.data.store.StoreWriter`. :func:`prepare` picks one by the store kind, detecting it from the source
+when ``kind`` is ``None``.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
-import multiprocessing as mp
-import os
-import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import h5py
-import numpy as np
-from rich.progress import track
+from taxotrain.data.ingest import IngestError
+from taxotrain.data.prepare_images import prepare_images
+from taxotrain.data.prepare_signals import prepare_signals
+from taxotrain.data.report import PrepareResult
+from taxotrain.data.signals import is_signal_source
+from taxotrain.data.specs import IMAGE_KIND, SIGNAL_KIND
 
-from taxotrain import __version__
-from taxotrain.data.ingest import Ingested, IngestError, from_folder, from_manifest
-from taxotrain.data.split import stratified_split
-from taxotrain.data.store import FORMAT, FORMAT_VERSION
-from taxotrain.data.verify import Verified, verify_image
-from taxotrain.files import atomic_path
-from taxotrain.taxonomy import NULL
-
-COPY_CHUNK = 64 << 20
+PREPARERS: dict[str, Callable[..., PrepareResult]] = {IMAGE_KIND: prepare_images, SIGNAL_KIND: prepare_signals}
 
 
-@dataclass
-class PrepareResult:
-    """What a prepare run wrote, for the one-line summary."""
-
-    store: Path
-    report: Path
-    kept: int
-    skipped: int
-    classes: dict[str, int]
-    splits: dict[str, int]
-    train_only: int
-    what: str = "images"
-    unit: str = "file(s)"
-    extra: str = ""
-
-    def summary(self) -> str:
-        """One line: counts, classes per rank, splits and where the skip report is."""
-        ranks = ", ".join(f"{n} {r}" for r, n in self.classes.items())
-        splits = "/".join(str(self.splits[s]) for s in ("train", "val", "test"))
-        small = f"; {self.train_only} class(es) too small to split kept in train" if self.train_only else ""
-        extra = f"; {self.extra}" if self.extra else ""
-        return (f"prepared {self.kept} {self.what} ({ranks}; train/val/test {splits}{extra}) -> {self.store}; "
-                f"skipped {self.skipped} {self.unit}, listed in {self.report}{small}")
+def source_kind(source: str | Path | None, manifest: str | Path | None = None) -> str:
+    """The store kind a source makes: a signal store when a signal reader accepts ``source``, else an image store."""
+    if source is not None and manifest is None and is_signal_source(source):
+        return SIGNAL_KIND
+    return IMAGE_KIND
 
 
-def report_path(store: Path) -> Path:
-    """Where the skip report of ``store`` goes: next to it, ``<stem>.report.csv``."""
-    return store.with_name(store.stem + ".report.csv")
+def prepare(source: str | Path | None, out: str | Path, kind: str | None = None, **options: Any) -> PrepareResult:
+    """Prepare ``source`` into the store ``out``; ``options`` are those of :func:`prepare_images` (``ranks``,
+    ``taxonomy``, ``manifest``, ``val``, ``test``, ``seed``, ``workers``) or :func:`prepare_signals` (``options``,
+    ``fmt``, ``classes``).
 
-
-def prepare_images(
-    source: Path | None,
-    out: Path,
-    ranks: Sequence[str],
-    taxonomy: Path | None = None,
-    manifest: Path | None = None,
-    val: float = 0.1,
-    test: float = 0.1,
-    seed: int = 0,
-    workers: int = 0,
-    progress: bool | None = None,
-) -> PrepareResult:
-    """Ingest images from a class-folder tree (``source``) or a ``manifest`` CSV into the store ``out``.
-
-    Every file is decoded once; unreadable ones are skipped and listed (path, reason) in ``<stem>.report.csv``
-    next to the store. The store is written to a temporary file and renamed at the end, so an interrupted run
-    leaves no half store. ``workers=0`` uses every CPU core.
+    Example:
+        >>> from taxotrain.data.signals import ucr_folder
+        >>> result = prepare(ucr_folder("GunPoint"), "gunpoint.h5")  # doctest: +SKIP
     """
-    if manifest is not None:
-        ingested = from_manifest(manifest, ranks, taxonomy)
-        origin = manifest
-    elif source is not None:
-        ingested = from_folder(source, ranks, taxonomy)
-        origin = source
-    else:
-        raise IngestError("give a folder of class folders or --manifest FILE.csv")
-    if not 0 <= val < 1 or not 0 <= test < 1 or val + test >= 1:
-        raise IngestError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to less than 1")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    show = sys.stderr.isatty() if progress is None else progress
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    spool = out.with_name(f".{out.name}.{os.getpid()}.bytes.tmp")
-    try:
-        kept, skipped = _verify_all(ingested, spool, workers, show)
-        if not kept:
-            raise IngestError(f"no readable image in {origin}; see the reasons in {report_path(out)}")
-        labels = np.stack([ingested.taxonomy.encode(ingested.records[i].names) for i, _ in kept])
-        splits, too_small = stratified_split(labels, val, test, seed)
-        _write_store(tmp, spool, ingested, kept, labels, splits, origin, seed, val, test)
-        os.replace(tmp, out)
-        _write_report(report_path(out), ingested.skipped + skipped)
-    finally:
-        for p in (tmp, spool):
-            p.unlink(missing_ok=True)
-    classes = dict(zip(ingested.ranks, ingested.taxonomy.num_classes, strict=True))
-    return PrepareResult(out, report_path(out), len(kept), len(ingested.skipped) + len(skipped), classes,
-                         {k: len(v) for k, v in splits.items()}, len(too_small))
-
-
-def _verified(paths: list[Path], workers: int) -> Iterator[Verified]:
-    workers = workers or os.cpu_count() or 1
-    if workers <= 1 or len(paths) < 64:
-        yield from map(verify_image, paths)
-        return
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ctx.Pool(workers) as pool:
-        yield from pool.imap(verify_image, paths, chunksize=32)
-
-
-def _verify_all(
-    ingested: Ingested, spool: Path, workers: int, show: bool
-) -> tuple[list[tuple[int, Verified]], list[tuple[str, str]]]:
-    """Decode all records and append accepted bytes to ``spool``; returns kept (record index, result) and skips."""
-    kept: list[tuple[int, Verified]] = []
-    skipped: list[tuple[str, str]] = []
-    paths = [r.path for r in ingested.records]
-    results = _verified(paths, workers)
-    with spool.open("wb") as fh:
-        for i, res in enumerate(track(results, total=len(paths), description="verifying", disable=not show)):
-            if not res.ok:
-                skipped.append((ingested.records[i].relpath, res.reason))
-                continue
-            fh.write(res.data)
-            res.nbytes, res.data = len(res.data), b""  # the bytes now live in the spool: memory stays flat
-            kept.append((i, res))
-    return kept, skipped
-
-
-def _channel_stats(items: list[Verified]) -> dict[str, list[float]]:
-    n = sum(v.pixels for v in items)
-    sums = np.sum([v.sums for v in items], axis=0)
-    sq = np.sum([v.sq_sums for v in items], axis=0)
-    mean = sums / n
-    std = np.sqrt(np.maximum(sq / n - mean**2, 1e-12))
-    return {"mean_rgb": mean[:3].tolist(), "std_rgb": std[:3].tolist(), "mean_gray": [float(mean[3])],
-            "std_gray": [float(std[3])]}
-
-
-def _write_store(tmp: Path, spool: Path, ingested: Ingested, kept: list[tuple[int, Verified]], labels: np.ndarray,
-                 splits: dict[str, np.ndarray], origin: Path, seed: int, val: float, test: float) -> None:
-    sizes = np.array([v.nbytes for _, v in kept], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    verified = [v for _, v in kept]
-    stats = _channel_stats([verified[i] for i in splits["train"]] or verified)
-    with h5py.File(tmp, "w") as f:
-        f.attrs.update({
-            "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "image",
-            "source": str(Path(origin).resolve()), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "taxotrain_version": __version__, "seed": seed, "val_fraction": val, "test_fraction": test,
-            "grayscale": all(v.gray for v in verified), "command": json.dumps(sys.argv),
-            **{k: np.asarray(v, dtype=np.float64) for k, v in stats.items()},
-        })
-        images = f.create_group("images")
-        data = images.create_dataset("bytes", shape=(int(offsets[-1]),), dtype=np.uint8)  # contiguous: mmap-able
-        with spool.open("rb") as fh:
-            pos = 0
-            while chunk := fh.read(COPY_CHUNK):
-                data[pos : pos + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
-                pos += len(chunk)
-        images.create_dataset("offsets", data=offsets)
-        images.create_dataset("height", data=np.array([v.height for v in verified], dtype=np.int32))
-        images.create_dataset("width", data=np.array([v.width for v in verified], dtype=np.int32))
-        paths = [ingested.records[i].relpath for i, _ in kept]
-        f.create_dataset("records/path", data=np.array(paths, dtype=h5py.string_dtype()))
-        f.create_dataset("labels", data=labels.astype(np.int32))
-        f["labels"].attrs["null"] = NULL
-        ingested.taxonomy.to_h5(f.create_group("taxonomy"))
-        for name, idx in splits.items():
-            f.create_dataset(f"splits/{name}", data=idx)
-
-
-def _write_report(path: Path, skipped: list[tuple[str, str]]) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "reason"])
-        writer.writerows(skipped)
+    kind = kind or source_kind(source, options.get("manifest"))
+    if kind not in PREPARERS:
+        raise IngestError(f"unknown store kind {kind!r}; choose one of: {', '.join(PREPARERS)} (or none to detect it)")
+    return PREPARERS[kind](Path(source) if source is not None else None, Path(out), **options)

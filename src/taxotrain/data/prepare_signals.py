@@ -8,7 +8,6 @@ batches into a preallocated array of the store.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -18,14 +17,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from taxotrain import __version__
 from taxotrain.config import PrepareConfig
 from taxotrain.data.ingest import IngestError
-from taxotrain.data.prepare import PrepareResult, _write_report, report_path
+from taxotrain.data.report import PrepareResult, report_path, write_report
 from taxotrain.data.signals import SignalReader, create_reader, preprocess
+from taxotrain.data.specs import SIGNAL_KIND
 from taxotrain.data.split import stratified_split
-from taxotrain.data.store import FORMAT, SIGNAL_FORMAT_VERSION
-from taxotrain.taxonomy import NULL, Taxonomy
+from taxotrain.data.store import StoreWriter
+from taxotrain.taxonomy import Taxonomy
 
 RANK = "class"  # the one rank of a single-label signal set
 WRITE_BATCH = 1024
@@ -119,14 +118,8 @@ def prepare_signals(source: Path, out: Path, options: PrepareConfig | None = Non
     splits = {k: np.sort(v).astype(np.int64) for k, v in splits.items()}
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        _write(tmp, reader, keep, y, splits, taxonomy, channels or 1, length, opts, per_class, source)
-        os.replace(tmp, out)
-        _write_report(report_path(out), skipped)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write(out, reader, keep, y, splits, taxonomy, channels or 1, length, opts, per_class, source)
+    write_report(report_path(out), skipped)
     counts = Counter(labels[i] for i in keep)
     result = PrepareResult(out, report_path(out), len(keep), len(skipped), {RANK: len(names)},
                            {k: len(v) for k, v in splits.items()}, len(too_small), what="series",
@@ -136,23 +129,27 @@ def prepare_signals(source: Path, out: Path, options: PrepareConfig | None = Non
     return result
 
 
-def _write(tmp: Path, reader: SignalReader, keep: list[int], y: np.ndarray, splits: dict[str, np.ndarray],
+def _write(out: Path, reader: SignalReader, keep: list[int], y: np.ndarray, splits: dict[str, np.ndarray],
            taxonomy: Taxonomy, channels: int, length: int, opts: PrepareConfig, per_class: int | None,
            source: Path) -> None:
+    """Pass 2: stream the chosen rows into the store's dense payload in batches, with the train statistics."""
     position = {i: n for n, i in enumerate(keep)}  # source row -> store record
     in_train = np.zeros(len(keep), dtype=bool)
     in_train[splits["train"]] = True
-    sums = np.zeros(channels)
-    sq = np.zeros(channels)
-    count = 0
+    sums, sq, count = np.zeros(channels), np.zeros(channels), 0
     ids: list[str] = []
     wheres: list[str] = []
-    with h5py.File(tmp, "w") as f:
-        values = f.create_dataset("signals/values", shape=(len(keep), channels, length), dtype=np.float32)
-        lengths = np.zeros(len(keep), dtype=np.int32)
+    lengths = np.zeros(len(keep), dtype=np.int32)
+    attrs = {"source": str(Path(source).resolve()), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "seed": opts.seed, "val_fraction": opts.val, "test_fraction": opts.test, "reader": reader.name,
+             "official_test_split": reader.has_official_split, "target_length": length, "znorm": opts.znorm,
+             "channels": channels, "examples_per_class": per_class if per_class is not None else "all",
+             "command": json.dumps(sys.argv)}
+    with StoreWriter(out, SIGNAL_KIND, attrs) as writer:
+        values = writer.dense((len(keep), channels, length), lengths)
         buf: list[np.ndarray] = []
         start = 0
-        for i, row in enumerate(reader.rows()):  # pass 2: write the chosen rows in batches
+        for i, row in enumerate(reader.rows()):
             n = position.get(i)
             if n is None:
                 continue
@@ -172,22 +169,9 @@ def _write(tmp: Path, reader: SignalReader, keep: list[int], y: np.ndarray, spli
                 buf = []
         if buf:
             values[start : start + len(buf)] = np.stack(buf)
+        writer.file["signals/length"][...] = lengths
         mean = sums / max(1, count)
-        std = np.sqrt(np.maximum(sq / max(1, count) - mean**2, 1e-12))
-        f.attrs.update({
-            "format": FORMAT, "format_version": SIGNAL_FORMAT_VERSION, "kind": "signal",
-            "source": str(Path(source).resolve()), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "taxotrain_version": __version__, "seed": opts.seed, "val_fraction": opts.val,
-            "test_fraction": opts.test, "reader": reader.name, "official_test_split": reader.has_official_split,
-            "target_length": length, "znorm": opts.znorm, "channels": channels,
-            "examples_per_class": per_class if per_class is not None else "all", "command": json.dumps(sys.argv),
-            "mean_signal": mean, "std_signal": std,
-        })
-        f.create_dataset("signals/length", data=lengths)
-        f.create_dataset("records/path", data=np.array(ids, dtype=h5py.string_dtype()))
-        f.create_dataset("records/where", data=np.array(wheres, dtype=h5py.string_dtype()))
-        f.create_dataset("labels", data=y.astype(np.int32))
-        f["labels"].attrs["null"] = NULL
-        taxonomy.to_h5(f.create_group("taxonomy"))
-        for name, idx in splits.items():
-            f.create_dataset(f"splits/{name}", data=idx)
+        writer.attrs.update({"mean_signal": mean.tolist(),
+                             "std_signal": np.sqrt(np.maximum(sq / max(1, count) - mean**2, 1e-12)).tolist()})
+        writer.write_records(ids, y, taxonomy, splits)
+        writer.file.create_dataset("records/where", data=np.array(wheres, dtype=h5py.string_dtype()))

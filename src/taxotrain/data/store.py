@@ -1,49 +1,108 @@
-"""Reader for the HDF5 store written by ``taxotrain prepare``.
+"""The HDF5 store written by ``taxotrain prepare``: one file per dataset, read by every command after it.
 
-Layout (format version 1)::
+Layout common to every store::
 
-    attrs: format=taxotrain-store, format_version, kind=image, source, created, taxotrain_version, seed,
-           val_fraction, test_fraction, grayscale, mean_rgb, std_rgb, mean_gray, std_gray
-    images/bytes     uint8 [total]   encoded image files back to back (contiguous, so it can be memory-mapped)
-    images/offsets   int64 [N + 1]   record i is bytes[offsets[i]:offsets[i + 1]]
-    images/height, images/width      int32 [N]
-    records/path     str [N]         the source path, relative to the source folder or manifest
+    attrs: format=taxotrain-store, format_version, kind (image|signal), source, created, taxotrain_version, seed,
+           val_fraction, test_fraction, command, fingerprint (sha256 of labels, splits, paths and payload)
+    records/path     str [N]         the source path (images) or read id (signals)
     labels           int32 [N, R]    label index per rank, -1 = null (unknown at this rank)
     taxonomy/        ranks attr; rank{r}/names, rank{r}/parent, rank{r}/ancestors
     splits/train, splits/val, splits/test    int64 record indices
 
-Signal stores (``kind=signal``, format version 2) hold ``signals/values`` float32 ``[N, C, L]`` (contiguous, so it can
-be memory-mapped), ``signals/length`` int32 ``[N]`` (samples before padding), ``records/path`` = the read id and
-``records/where`` = file and line, and the attrs ``target_length``, ``znorm``, ``channels``, ``mean_signal``,
-``std_signal`` (per channel, train split), ``reader``, ``official_test_split``, ``examples_per_class``. Image stores
-are still written as version 1.
+and one payload:
+
+- encoded files (``kind=image``, format version 1): ``images/bytes`` uint8 ``[total]`` (the files back to back,
+  contiguous so it can be memory-mapped), ``images/offsets`` int64 ``[N + 1]`` (record i is
+  ``bytes[offsets[i]:offsets[i + 1]]``), ``images/height``, ``images/width`` int32 ``[N]``; attrs ``grayscale``,
+  ``mean_rgb``, ``std_rgb``, ``mean_gray``, ``std_gray`` (train split, 0-1 scale);
+- dense arrays (``kind=signal``, format version 2): ``signals/values`` float32 ``[N, C, L]`` (contiguous),
+  ``signals/length`` int32 ``[N]`` (samples before padding), ``records/where`` (file and line); attrs
+  ``target_length``, ``znorm``, ``channels``, ``mean_signal``, ``std_signal`` (per channel, train split),
+  ``reader``, ``official_test_split``, ``examples_per_class``.
+
+Both prepares write through :class:`StoreWriter`; :class:`Store` reads any kind and hands out a record's payload
+(encoded bytes or an array) through :meth:`Store.read`, leaving its interpretation to the task.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import h5py
 import numpy as np
 
-from taxotrain.taxonomy import Taxonomy
+from taxotrain import __version__
+from taxotrain.data.specs import IMAGE_KIND
+from taxotrain.errors import TaxotrainError
+from taxotrain.taxonomy import NULL, Taxonomy
 
 FORMAT = "taxotrain-store"
-FORMAT_VERSION = 1
-SIGNAL_FORMAT_VERSION = 2
 READS_UP_TO = 2
 SPLITS = ("train", "val", "test")
+HASH_CHUNK = 16 << 20
 
 
-class StoreError(ValueError):
+class StoreError(TaxotrainError):
     """The store is missing, unreadable or not a taxotrain store."""
 
 
+class EncodedFiles:
+    """Payload of encoded files (images) back to back in one contiguous byte array."""
+
+    group = "images"
+    version = 1
+
+    def __init__(self, f: h5py.File) -> None:
+        self.offsets = np.asarray(f["images/offsets"][()], dtype=np.int64)
+        self.sizes = np.stack([f["images/height"][()], f["images/width"][()]], axis=1)
+        self.data_offset = f["images/bytes"].id.get_offset()
+        self.total = int(self.offsets[-1])
+
+    def open(self, path: Path) -> np.ndarray:
+        """The byte array, memory-mapped where possible."""
+        if self.total == 0 or self.data_offset is None:
+            with h5py.File(path, "r") as f:
+                return np.asarray(f["images/bytes"][()])
+        return np.memmap(path, dtype=np.uint8, mode="r", offset=self.data_offset, shape=(self.total,))
+
+    def record(self, data: np.ndarray, index: int) -> np.ndarray:
+        """Encoded bytes of record ``index`` (a read-only uint8 view)."""
+        return data[self.offsets[index] : self.offsets[index + 1]]
+
+
+class DenseArrays:
+    """Payload of same-shape float32 arrays (1-D signals ``[C, L]``) in one contiguous ``[N, C, L]`` array."""
+
+    group = "signals"
+    version = 2
+
+    def __init__(self, f: h5py.File) -> None:
+        self.shape = tuple(f["signals/values"].shape)
+        self.lengths = np.asarray(f["signals/length"][()], dtype=np.int64)
+        self.data_offset = f["signals/values"].id.get_offset()
+
+    def open(self, path: Path) -> np.ndarray:
+        """The ``[N, C, L]`` array, memory-mapped (read-only) where possible."""
+        if self.data_offset is None or 0 in self.shape:
+            with h5py.File(path, "r") as f:
+                return np.asarray(f["signals/values"][()])
+        return np.memmap(path, dtype=np.float32, mode="r", offset=self.data_offset, shape=self.shape)
+
+    def record(self, data: np.ndarray, index: int) -> np.ndarray:
+        """Series ``index`` as ``[C, L]`` (a read-only view)."""
+        return data[index]
+
+
+PAYLOADS: tuple[type[EncodedFiles] | type[DenseArrays], ...] = (EncodedFiles, DenseArrays)
+
+
 class Store:
-    """Metadata of a store in memory, record bytes read through a per-process memory map.
+    """Metadata of a store in memory, record payloads read through a per-process memory map.
 
     Safe to hand to DataLoader workers: the memory map is opened lazily in each process and never pickled.
     """
@@ -65,20 +124,17 @@ class Store:
                 raise StoreError(f"{self.path} has store format {version}, newer than this taxotrain reads "
                                  f"({READS_UP_TO}); upgrade taxotrain")
             self.attrs: dict[str, Any] = {k: _plain(v) for k, v in f.attrs.items()}
-            self.kind: str = self.attrs.get("kind", "image")
+            self.kind: str = self.attrs.get("kind", IMAGE_KIND)
             self.taxonomy = Taxonomy.from_h5(f["taxonomy"])
             self.labels = np.asarray(f["labels"][()], dtype=np.int64).reshape(-1, len(self.taxonomy.ranks))
             self.splits = {s: np.asarray(f["splits"][s][()], dtype=np.int64) for s in SPLITS}
             self.paths = [p.decode() if isinstance(p, bytes) else str(p) for p in f["records/path"][()]]
-            if self.kind == "signal":
-                self.shape = tuple(f["signals/values"].shape)
-                self.lengths = np.asarray(f["signals/length"][()], dtype=np.int64)
-                self._data_offset = f["signals/values"].id.get_offset()
-            else:
-                self.offsets = np.asarray(f["images/offsets"][()], dtype=np.int64)
-                self.sizes = np.stack([f["images/height"][()], f["images/width"][()]], axis=1)
-                self._data_offset = f["images/bytes"].id.get_offset()
-        self._mmap: np.ndarray | None = None
+            layout = next((p for p in PAYLOADS if p.group in f), None)
+            if layout is None:
+                raise StoreError(f"{self.path} holds no record payload ({', '.join(p.group for p in PAYLOADS)}); "
+                                 "re-run `taxotrain prepare`")
+            self.payload = layout(f)
+        self._data: np.ndarray | None = None
         self._pid: int | None = None
 
     def __len__(self) -> int:
@@ -86,7 +142,7 @@ class Store:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_mmap"], state["_pid"] = None, None
+        state["_data"], state["_pid"] = None, None
         return state
 
     @property
@@ -95,54 +151,129 @@ class Store:
         return self.taxonomy.ranks
 
     @property
-    def grayscale(self) -> bool:
-        """True when every stored image has identical channels."""
-        return bool(self.attrs.get("grayscale", False))
+    def fingerprint(self) -> str | None:
+        """sha256 of the store's labels, splits, paths and payload (``None`` for stores written before it existed)."""
+        return self.attrs.get("fingerprint")
 
-    def norm(self, channels: int) -> tuple[list[float], list[float]]:
-        """Per-channel mean and std of the train split, for 1 (greyscale) or 3 input channels."""
-        if channels == 1:
-            return list(self.attrs["mean_gray"]), list(self.attrs["std_gray"])
-        return list(self.attrs["mean_rgb"]), list(self.attrs["std_rgb"])
-
-    def _data(self) -> np.ndarray:
-        if self._mmap is None or self._pid != os.getpid():
-            total = int(self.offsets[-1])
-            if total == 0 or self._data_offset is None:
-                with h5py.File(self.path, "r") as f:
-                    self._mmap = np.asarray(f["images/bytes"][()])
-            else:
-                self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._data_offset, shape=(total,))
+    def data(self) -> np.ndarray:
+        """The whole payload array (memory-mapped where possible), opened once per process."""
+        if self._data is None or self._pid != os.getpid():
+            self._data = self.payload.open(self.path)
             self._pid = os.getpid()
-        return self._mmap
+        return self._data
 
-    def signals(self) -> np.ndarray:
-        """All series of a signal store, ``[N, C, L]`` float32, memory-mapped (read-only) where possible."""
-        if self.kind != "signal":
-            raise StoreError(f"{self.path} is an {self.kind} store, not a signal store; set task: {self.kind}")
-        if self._mmap is None or self._pid != os.getpid():
-            if self._data_offset is None or 0 in self.shape:
-                with h5py.File(self.path, "r") as f:
-                    self._mmap = np.asarray(f["signals/values"][()])
-            else:
-                self._mmap = np.memmap(self.path, dtype=np.float32, mode="r", offset=self._data_offset,
-                                       shape=self.shape)
-            self._pid = os.getpid()
-        return self._mmap
+    def read(self, index: int) -> np.ndarray:
+        """The payload of record ``index``: its encoded bytes (image stores) or its array (signal stores)."""
+        return self.payload.record(self.data(), index)
+
+
+class StoreWriter:
+    """Writes a store to a temporary file beside ``out`` and renames it into place only when the block succeeds, so
+    an interrupted prepare leaves no half store and the old one (if any) is kept.
+
+    Use :meth:`write_records` once, and :meth:`encoded` or :meth:`dense` for the payload::
+
+        with StoreWriter(out, IMAGE_KIND, attrs={...}) as w:
+            w.write_records(paths, labels, taxonomy, splits)
+            data = w.encoded(sizes, heights, widths)
+    """
+
+    def __init__(self, out: str | Path, kind: str, attrs: dict[str, Any]) -> None:
+        self.out = Path(out)
+        self.tmp = self.out.with_name(f".{self.out.name}.{os.getpid()}.tmp")
+        self.kind = kind
+        self.attrs = attrs
+        self.f: h5py.File | None = None
+        self._version = 1
+
+    def __enter__(self) -> StoreWriter:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.f = h5py.File(self.tmp, "w")
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        assert self.f is not None
+        try:
+            if kind is None:
+                self.f.attrs.update({"format": FORMAT, "format_version": self._version, "kind": self.kind,
+                                     "taxotrain_version": __version__, **_h5_attrs(self.attrs)})
+                self.f.attrs["fingerprint"] = _fingerprint(self.f)
+            self.f.close()
+            if kind is None:
+                os.replace(self.tmp, self.out)
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
     @property
-    def signal_norm(self) -> tuple[list[float], list[float]]:
-        """Per-channel mean and std of a signal store's train split."""
-        return list(self.attrs["mean_signal"]), list(self.attrs["std_signal"])
+    def file(self) -> h5py.File:
+        """The open HDF5 file (for payload-specific datasets such as ``records/where``)."""
+        assert self.f is not None, "use StoreWriter as a context manager"
+        return self.f
 
-    def record_bytes(self, index: int) -> np.ndarray:
-        """Encoded bytes of record ``index`` (a read-only uint8 view)."""
-        return self._data()[self.offsets[index] : self.offsets[index + 1]]
+    def write_records(self, paths: list[str], labels: np.ndarray, taxonomy: Taxonomy,
+                      splits: dict[str, np.ndarray]) -> None:
+        """Paths (or ids), label indices per rank, the taxonomy and the split indices."""
+        f = self.file
+        f.create_dataset("records/path", data=np.array(paths, dtype=h5py.string_dtype()))
+        f.create_dataset("labels", data=np.asarray(labels).astype(np.int32))
+        f["labels"].attrs["null"] = NULL
+        taxonomy.to_h5(f.create_group("taxonomy"))
+        for name in SPLITS:
+            f.create_dataset(f"splits/{name}", data=np.asarray(splits[name], dtype=np.int64))
 
-    def summary(self) -> dict[str, Any]:
-        """Counts per split and classes per rank, for logs and reports."""
-        return {"records": len(self), "splits": {s: len(v) for s, v in self.splits.items()},
-                "ranks": dict(zip(self.ranks, self.taxonomy.num_classes, strict=True))}
+    def encoded(self, sizes: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> h5py.Dataset:
+        """Create the encoded-files payload for records of ``sizes`` bytes; returns the byte dataset to fill."""
+        f = self.file
+        sizes = np.asarray(sizes, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        group = f.create_group(EncodedFiles.group)
+        data = group.create_dataset("bytes", shape=(int(offsets[-1]),), dtype=np.uint8)  # contiguous: mmap-able
+        group.create_dataset("offsets", data=offsets)
+        group.create_dataset("height", data=np.asarray(heights, dtype=np.int32))
+        group.create_dataset("width", data=np.asarray(widths, dtype=np.int32))
+        self._version = EncodedFiles.version
+        return data
+
+    def dense(self, shape: tuple[int, int, int], lengths: np.ndarray) -> h5py.Dataset:
+        """Create the dense-array payload ``[N, C, L]``; returns the float32 dataset to fill."""
+        f = self.file
+        group = f.create_group(DenseArrays.group)
+        data = group.create_dataset("values", shape=shape, dtype=np.float32)
+        group.create_dataset("length", data=np.asarray(lengths, dtype=np.int32))
+        self._version = DenseArrays.version
+        return data
+
+
+def _fingerprint(f: h5py.File) -> str:
+    """sha256 over every dataset of the store (names and contents, in name order), read back in chunks."""
+    digest = hashlib.sha256()
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            digest.update(name.encode())
+            if h5py.check_string_dtype(obj.dtype) is not None or obj.dtype == object:
+                digest.update("\0".join(str(v) for v in obj.asstr()[()]).encode())
+                return
+            step = max(1, HASH_CHUNK // max(1, obj.dtype.itemsize * int(np.prod(obj.shape[1:], dtype=np.int64))))
+            for start in range(0, obj.shape[0] if obj.shape else 1, step):
+                digest.update(np.ascontiguousarray(obj[start : start + step] if obj.shape else obj[()]).tobytes())
+
+    names: list[str] = []
+    f.visit(names.append)
+    for name in sorted(names):
+        visit(name, f[name])
+    return digest.hexdigest()
+
+
+def _h5_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attribute values HDF5 can hold: float lists as arrays, ``None`` as the string ``"null"`` is avoided by
+    leaving such keys out."""
+    out = {}
+    for k, v in attrs.items():
+        if v is None:
+            continue
+        out[k] = np.asarray(v, dtype=np.float64) if isinstance(v, list | tuple) else v
+    return out
 
 
 def _plain(value: Any) -> Any:

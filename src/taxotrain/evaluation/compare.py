@@ -27,6 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from taxotrain.evaluation.intervals import paired_differences, record_arrays  # noqa: E402
+from taxotrain.evaluation.metrics import per_rank  # noqa: E402
 from taxotrain.evaluation.report import evaluate_run  # noqa: E402
 from taxotrain.files import atomic_path, write_text_atomic  # noqa: E402
 from taxotrain.run import RunError, RunPaths  # noqa: E402
@@ -71,13 +72,12 @@ def _metrics(run: Path) -> dict[str, Any]:
 
 def comparison_rows(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per metric, one column per run; per-rank top-1/macro-F1 first, then the hierarchy metrics."""
-    first = next(iter(metrics.values()))
-    ranks = [k for k, v in first.items() if k not in ("evaluation", "hierarchy", "baseline") and isinstance(v, dict)]
+    ranks = list(per_rank(next(iter(metrics.values()))))
     rows = []
     for rank in ranks:
         for m in ("top1", "macro_f1"):
             rows.append({"metric": f"{rank} {m}", "better": "higher",
-                         **{name: met[rank][m] for name, met in metrics.items()}})
+                         **{name: per_rank(met)[rank][m] for name, met in metrics.items()}})
     for key, better in HIERARCHY_ROWS:
         rows.append({"metric": key, "better": better,
                      **{name: met["hierarchy"].get(key) for name, met in metrics.items()}})
@@ -143,7 +143,7 @@ def compare_runs(settings: Sequence[str | Path], out: str | Path) -> Comparison:
             row[setting.name] = None if any(v is None for v in values) else sum(values) / len(values)
         row.update({col: run_row[key] for col, key in seed_columns.items()})
         rows.append(row)
-    ranks = [r["metric"][: -len(" top1")] for r in rows if r["metric"].endswith(" top1")]
+    ranks = list(per_rank(next(iter(metrics.values()))))
     arrays = {s.name: [record_arrays(RunPaths(r).predictions("test"), ranks) for r in s.runs] for s in parsed}
     diff_columns = []
     for name in names[1:]:

@@ -7,68 +7,13 @@ of that rank's metrics.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
 
 from taxotrain.taxonomy import NULL, Taxonomy
-
-TTA_VIEWS = {"none": 1, "flip": 2, "dihedral": 8}
-TTA_CHOICES = ["auto", *TTA_VIEWS]
-
-
-def resolve_tta(tta: str, config: Any) -> str:
-    """``auto`` = the views the run was trained to be invariant to: ``dihedral`` when it trained with both flips and
-    90-degree rotations (the default for orientation-free organisms), ``flip`` with horizontal flips only, else
-    ``none``; signal runs are never flipped."""
-    if tta != "auto":
-        return tta
-    if getattr(config, "task", "image") != "image":
-        return "none"
-    aug = config.data.augment
-    if aug.rot90 and aug.hflip > 0 and aug.vflip > 0:
-        return "dihedral"
-    return "flip" if aug.hflip > 0 else "none"
-
-
-def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
-    """Test-time views of a batch: itself, + horizontal flip, or all 8 flips/90-degree rotations (dihedral)."""
-    if tta not in TTA_VIEWS:
-        raise ValueError(f"--tta {tta!r}: choose one of {', '.join(TTA_VIEWS)}")
-    if tta == "none":
-        return [x]
-    if tta == "flip":
-        return [x, x.flip(-1)]
-    return [torch.rot90(v, k, dims=(-2, -1)) for v in (x, x.flip(-1)) for k in range(4)]
-
-
-@torch.no_grad()
-def model_probs(model: torch.nn.Module, x: torch.Tensor, ranks: list[str], tta: str = "none") -> dict[str, np.ndarray]:
-    """Softmax probabilities per rank for one batch, averaged over the test-time views."""
-    views = tta_views(x, tta)
-    out = {r: 0.0 for r in ranks}
-    for v in views:
-        logits = model(v)
-        for r in ranks:
-            out[r] = out[r] + logits[r].float().softmax(-1)
-    return {r: (p / len(views)).cpu().numpy() for r, p in out.items()}
-
-
-def predict_probs(model: torch.nn.Module, loader: Iterable, ranks: list[str], device: str | torch.device = "cpu",
-                  tta: str = "none") -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Probabilities per rank for every batch of ``loader`` and the stacked labels ``[N, R]``."""
-    model.eval().to(device)
-    probs: dict[str, list[np.ndarray]] = {r: [] for r in ranks}
-    labels = []
-    for x, y in loader:
-        for r, p in model_probs(model, x.to(device), ranks, tta).items():
-            probs[r].append(p)
-        labels.append(y.numpy())
-    return {r: np.concatenate(v) for r, v in probs.items()}, np.concatenate(labels)
 
 
 def confusion(probs: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -94,7 +39,7 @@ def class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
             "predicted": predicted.astype(np.int64)}
 
 
-def rank_metrics(probs: np.ndarray, target: np.ndarray) -> dict[str, Any]:
+def rank_scores(probs: np.ndarray, target: np.ndarray) -> dict[str, Any]:
     """``top1``, ``top5``, ``macro_f1``, ``balanced_accuracy`` (fractions) and ``n`` for one rank."""
     known = target != NULL
     n = int(known.sum())
@@ -116,7 +61,7 @@ def evaluate_probs(probs: dict[str, np.ndarray], labels: np.ndarray, taxonomy: T
     metrics: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     for r, rank in enumerate(taxonomy.ranks):
-        metrics[rank] = rank_metrics(probs[rank], labels[:, r])
+        metrics[rank] = rank_scores(probs[rank], labels[:, r])
         scores = class_scores(confusion(probs[rank], labels[:, r]))
         for i, name in enumerate(taxonomy.names[r]):
             rows.append({"rank": rank, "class": name, "precision": round(float(scores["precision"][i]), 6),
@@ -125,7 +70,13 @@ def evaluate_probs(probs: dict[str, np.ndarray], labels: np.ndarray, taxonomy: T
     return metrics, rows
 
 
-def loader_for(dataset: torch.utils.data.Dataset, batch_size: int, workers: int) -> DataLoader:
-    """A plain evaluation loader (no shuffling)."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      persistent_workers=False)
+SECTIONS = ("ranks", "hierarchy", "baseline", "evaluation", "retrieval")
+
+
+def per_rank(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-rank figures of a ``metrics.json``: its ``ranks`` section, or, in files written before that section
+    existed, the top-level entries that are not sections."""
+    section = metrics.get("ranks")
+    if isinstance(section, dict) and all(isinstance(v, dict) for v in section.values()):
+        return section
+    return {k: v for k, v in metrics.items() if k not in SECTIONS and isinstance(v, dict)}

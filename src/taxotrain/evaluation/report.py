@@ -12,18 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch.utils.data import DataLoader
 
-from taxotrain.data.images import ImageStoreDataset, build_transforms
-from taxotrain.data.signal_data import SignalStoreDataset, build_signal_transforms
+from taxotrain.config import ConfigError
 from taxotrain.data.store import SPLITS, Store
 from taxotrain.evaluation.hierarchy import hierarchy_metrics, record_heights
-from taxotrain.evaluation.metrics import confusion, evaluate_probs, loader_for, predict_probs, resolve_tta
+from taxotrain.evaluation.metrics import confusion, evaluate_probs, per_rank
 from taxotrain.evaluation.plots import plot_confusion, plot_curves
 from taxotrain.files import atomic_path, write_text_atomic
-from taxotrain.inference.decode import choose_thresholds, decode, roll_up
+from taxotrain.inference.predict import predict_loader
 from taxotrain.run import LoadedRun, RunError, RunPaths, load_run, torch_threads
+from taxotrain.tasks.decoding import choose_thresholds, decode, roll_up
 from taxotrain.taxonomy import NULL
-from taxotrain.training.datamodule import resolve_workers
 
 
 @dataclass
@@ -36,7 +36,7 @@ class EvalResult:
 
 
 def _store_for(run: LoadedRun, store: str | Path | None) -> Store:
-    candidates = [store] if store else [run.config.data.store, run.meta.get("store")]
+    candidates = [store] if store else [run.config.data.store, run.store]
     for c in candidates:
         if c and Path(c).is_file():
             return Store(c)
@@ -48,53 +48,45 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
                  tta: str = "auto", target_precision: float = 0.9, baseline: bool = True) -> EvalResult:
     """Evaluate ``checkpoints/<checkpoint>.ckpt`` of ``run_dir`` on ``split`` and write the report files there.
 
-    ``tta`` averages predictions over test-time views: ``none``, ``flip`` or ``dihedral`` (8 flips/rotations).
-    Roll-up thresholds (the deepest rank ``predict`` reports) are chosen on the val split so that each rank's
-    decoded predictions reach ``target_precision``, and saved to ``rollup.json``. For a signal run, ``baseline``
-    also fits MiniRocket on the same train split and reports its top-1 on ``split`` beside the network's
-    (``metrics.json`` -> ``baseline`` -> ``minirocket`` -> ``top1``).
+    ``tta`` averages predictions over test-time views (image runs: ``none``, ``flip`` or ``dihedral``; ``auto`` =
+    the views the run trained for). Roll-up thresholds (the deepest rank ``predict`` reports) are chosen on the val
+    split so that each rank's decoded predictions reach ``target_precision``, and saved to ``rollup.json``. With
+    ``baseline``, the task's reference models (MiniRocket for signal runs) are fitted on the same train split and
+    scored on ``split`` (``metrics.json`` -> ``baseline`` -> ``minirocket`` -> ``top1``).
     """
     if split not in SPLITS:
         raise RunError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
     paths = RunPaths(Path(run_dir))
     run = load_run(paths.root, which=checkpoint)
+    task = run.task
     st = _store_for(run, store)
+    try:
+        task.check_store(st)
+    except ConfigError as exc:
+        raise RunError(f"{exc}; pass the run's own store with --store") from exc
     if st.taxonomy.to_dict() != run.taxonomy.to_dict():
         raise RunError(f"{st.path} has a different taxonomy from the one {paths.root} was trained on; pass the "
                        "run's own store with --store")
     indices = st.splits[split]
     if len(indices) == 0:
         raise RunError(f"{st.path} has no records in its {split} split; re-run prepare with --{split} above 0")
-    meta = run.meta
-    signal = run.config.task == "signal"
-    if st.kind != ("signal" if signal else "image"):
-        raise RunError(f"{st.path} is a {st.kind} store but {paths.root} is a {run.config.task} run; pass the run's "
-                       "own store with --store")
-    if signal and tta not in ("none", "auto"):
-        raise RunError(f"--tta {tta} flips images; a signal run takes --tta none")
-    tta = resolve_tta(tta, run.config)
+    tta = task.resolve_tta(tta)
     bs = batch_size or run.config.data.batch_size * 2
-    if signal:
-        nw = 0 if workers is None and run.config.data.num_workers == "auto" else resolve_workers(
-            run.config.data.num_workers if workers is None else workers)
-        stf = build_signal_transforms(meta["mean"], meta["std"], train=False)
-    else:
-        nw = resolve_workers(run.config.data.num_workers if workers is None else workers)
-        tf = build_transforms(int(meta["image_size"]), meta["mean"], meta["std"], train=False,
-                              pad_fill=meta.get("pad_fill", "edge"))
+    nw = task.workers(workers)
 
-    def split_probs(idx: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        ds = SignalStoreDataset(st, idx, stf) if signal else ImageStoreDataset(st, idx, tf, run.in_chans)
-        return predict_probs(run.model, loader_for(ds, bs, nw), run.taxonomy.ranks, tta=tta)
+    def split_probs(name: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        loader = DataLoader(task.dataset(st, name), batch_size=bs, shuffle=False, num_workers=nw)
+        return predict_loader(task, run.model, loader, tta=tta)
 
-    with torch_threads(run.config.trainer.cpu_threads if signal else None):
-        probs, labels = split_probs(indices)
-    metrics, rows = evaluate_probs(probs, labels, run.taxonomy)
+    with torch_threads(run.config.trainer.cpu_threads):
+        probs, labels, _ = split_probs(split)
+    metrics: dict[str, Any] = {}
+    metrics["ranks"], rows = evaluate_probs(probs, labels, run.taxonomy)
     decoded = decode(probs, run.taxonomy)
     metrics["hierarchy"] = hierarchy_metrics(decoded.labels, labels, probs, run.taxonomy)
     if len(st.splits["val"]):
-        with torch_threads(run.config.trainer.cpu_threads if signal else None):
-            val_probs, val_labels = (probs, labels) if split == "val" else split_probs(st.splits["val"])
+        with torch_threads(run.config.trainer.cpu_threads):
+            val_probs, val_labels, _ = (probs, labels, None) if split == "val" else split_probs("val")
         val_decoded = decode(val_probs, run.taxonomy)
         thresholds = choose_thresholds(val_decoded.scores, val_decoded.labels, val_labels, target_precision)
         rollup = {"target_precision": target_precision, "chosen_on": "val",
@@ -104,10 +96,10 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
         metrics["hierarchy"]["rollup"] = {
             **rollup, "reported_at": {rank: float((deepest == r).mean()) for r, rank in enumerate(run.taxonomy.ranks)},
             "precision_at_reported_rank": _rollup_precision(decoded.labels, labels, deepest)}
-    if signal and baseline:
-        from taxotrain.evaluation.baseline import minirocket_baseline
-
-        metrics["baseline"] = {"minirocket": minirocket_baseline(st, split, seed=run.config.run.seed)}
+    if baseline:
+        baselines = task.baselines(st, split)
+        if baselines:
+            metrics["baseline"] = baselines
     digest = hashlib.sha1(indices.tobytes() + str(st.attrs.get("created")).encode()).hexdigest()[:16]
     metrics["evaluation"] = {"split": split, "records": int(len(indices)), "checkpoint": str(run.checkpoint),
                              "tta": tta, "split_digest": digest,
@@ -167,9 +159,10 @@ def _write_html(paths: RunPaths, run: LoadedRun, metrics: dict[str, Any], rows: 
     cfg = run.config
     head = "".join(f"<th>{k}</th>" for k in ("rank", "classes", "records", "top-1", "top-5", "macro-F1",
                                              "balanced acc."))
+    scores = metrics["ranks"]
     body = "".join(
-        f"<tr><td>{html.escape(r)}</td><td>{len(run.taxonomy.names[i])}</td><td>{metrics[r]['n']}</td>"
-        + "".join(f"<td>{_fmt(metrics[r][k])}</td>" for k in ("top1", "top5", "macro_f1", "balanced_accuracy"))
+        f"<tr><td>{html.escape(r)}</td><td>{len(run.taxonomy.names[i])}</td><td>{scores[r]['n']}</td>"
+        + "".join(f"<td>{_fmt(scores[r][k])}</td>" for k in ("top1", "top5", "macro_f1", "balanced_accuracy"))
         + "</tr>" for i, r in enumerate(ranks))
     per_class = "".join(
         f"<tr><td>{html.escape(x['rank'])}</td><td>{html.escape(x['class'])}</td><td>{x['precision']:.3f}</td>"
@@ -188,7 +181,7 @@ details {{ margin: 1em 0 }}
 <h1>taxotrain report: {html.escape(paths.root.name)}</h1>
 <p class="meta">{html.escape(ev['split'])} split of <code>{html.escape(ev['store'])}</code>, {ev['records']} records;
 checkpoint <code>{html.escape(ev['checkpoint'])}</code>; test-time augmentation: {html.escape(ev['tta'])};
-backbone <code>{html.escape(cfg.model.backbone)}</code> {_input_text(run)}, {run.in_chans} channel(s);
+backbone <code>{html.escape(cfg.model.backbone)}</code> on {html.escape(run.task.describe_input())};
 evaluated {html.escape(ev['date'])}.</p>
 <h2>Metrics per rank</h2>
 <table><tr>{head}</tr>{body}</table>
@@ -208,22 +201,16 @@ evaluated {html.escape(ev['date'])}.</p>
     return write_text_atomic(paths.report, page)
 
 
-def _input_text(run: LoadedRun) -> str:
-    if run.config.task == "signal":
-        norm = "z-normalised per series" if run.meta.get("znorm") else "standardised with the train mean/std"
-        return f"on series of {run.meta['length']} samples ({norm})"
-    return f"at {run.meta['image_size']} px"
-
-
 def _baseline_html(metrics: dict[str, Any], ranks: list[str]) -> str:
-    base = metrics.get("baseline", {}).get("minirocket")
-    if not base:
+    baselines = metrics.get("baseline") or {}
+    if not baselines:
         return ""
-    return (f"<h2>Baseline</h2><table><tr><th>model</th><th>top-1</th><th>fit + predict (s)</th></tr>"
-            f"<tr><td>this run</td><td>{_fmt(metrics[ranks[-1]]['top1'])}</td><td>–</td></tr>"
-            f"<tr><td>MiniRocket + ridge</td><td>{_fmt(base['top1'])}</td><td>{base['seconds']:.1f}</td></tr>"
-            f"</table><p class=\"meta\">{html.escape(base['method'])}, fitted on the same {base['train_records']} "
-            "train series and scored on the same split.</p>")
+    rows = "".join(f"<tr><td>{html.escape(b['method'])}</td><td>{_fmt(b['top1'])}</td><td>{b['seconds']:.1f}</td>"
+                   f"<td>{b['train_records']}</td></tr>" for b in baselines.values())
+    return (f"<h2>Baseline</h2><table><tr><th>model</th><th>top-1</th><th>fit + predict (s)</th>"
+            f"<th>train records</th></tr><tr><td>this run</td><td>{_fmt(metrics['ranks'][ranks[-1]]['top1'])}</td>"
+            f"<td>–</td><td>–</td></tr>{rows}</table><p class=\"meta\">Fitted on the same train split as the run "
+            "and scored on the same records.</p>")
 
 
 def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
@@ -234,7 +221,8 @@ def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
             "hierarchical_distance_at_1", "hierarchical_precision", "hierarchical_recall", "hierarchical_f1"]
     first = "".join(f"<tr><td>{k.replace('_', ' ')}</td><td>{_fmt(h.get(k))}</td></tr>" for k in keys)
     per_rank = "".join(
-        f"<tr><td>{html.escape(r)}</td><td>{_fmt(metrics[r]['top1'])}</td><td>{_fmt(h['decoded_top1'][r])}</td>"
+        f"<tr><td>{html.escape(r)}</td><td>{_fmt(metrics['ranks'][r]['top1'])}</td>"
+        f"<td>{_fmt(h['decoded_top1'][r])}</td>"
         f"<td>{_fmt(h['coarse_from_fine'].get(r))}</td></tr>" for r in ranks)
     roll = h.get("rollup")
     roll_txt = ""
@@ -254,11 +242,10 @@ def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
 
 def summary_line(result: EvalResult) -> str:
     """One line per rank: top-1 and macro-F1."""
-    parts = [f"{r} top1 {m['top1']:.3f} macro-F1 {m['macro_f1']:.3f}" for r, m in result.metrics.items()
-             if r not in ("evaluation", "hierarchy", "baseline") and isinstance(m, dict) and m.get("top1") is not None]
-    base = result.metrics.get("baseline", {}).get("minirocket")
-    if base:
-        parts.append(f"MiniRocket baseline top1 {base['top1']:.3f}")
+    parts = [f"{r} top1 {m['top1']:.3f} macro-F1 {m['macro_f1']:.3f}" for r, m in per_rank(result.metrics).items()
+             if m.get("top1") is not None]
+    for name, base in (result.metrics.get("baseline") or {}).items():
+        parts.append(f"{base.get('name', name)} baseline top1 {base['top1']:.3f}")
     return "; ".join(parts) + f"; report {result.report}"
 
 

@@ -1,6 +1,8 @@
 """The assembled model: backbone -> embedding -> logits per rank, with one small interface for every task.
 
-``forward_features`` gives the embedding (used by retrieval and export), ``forward_head`` the per-rank logits.
+``forward_features`` gives the embedding (used by retrieval and export), ``forward_head`` the per-rank logits. The
+model takes its inputs by name (``model(input=x)``; ``input_names`` lists them), so a task that adds an input, such
+as place and date, adds a keyword rather than a tuple position.
 """
 
 from __future__ import annotations
@@ -9,14 +11,14 @@ import torch
 from torch import nn
 
 from taxotrain.config import ModelConfig
-from taxotrain.models.backbones import create_backbone
 from taxotrain.models.heads import create_head
-from taxotrain.models.signal_nets import create_signal_net
 from taxotrain.taxonomy import Taxonomy
 
 
 class TaxonomicClassifier(nn.Module):
-    """Backbone + head; ``forward`` returns ``{rank name: logits}``."""
+    """Backbone + head; ``forward(input=x)`` returns ``{rank name: logits}``."""
+
+    input_names: tuple[str, ...] = ("input",)
 
     def __init__(self, backbone: nn.Module, head: nn.Module, ranks: list[str]) -> None:
         super().__init__()
@@ -29,31 +31,20 @@ class TaxonomicClassifier(nn.Module):
         """Width of the embedding."""
         return int(self.backbone.num_features)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (the batch key's name)
         """Pooled embedding ``[B, D]``."""
-        return self.backbone(x)
+        return self.backbone(input)
 
     def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits per rank from an embedding."""
         return self.head(features)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.forward_head(self.forward_features(x))
+    def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: A002
+        return self.forward_head(self.forward_features(input))
 
 
-def build_model(cfg: ModelConfig, taxonomy: Taxonomy, in_chans: int, pretrained: bool | None = None,
-                task: str = "image") -> nn.Module:
-    """Create the model a config describes; ``pretrained=False`` skips weight downloads (used when restoring).
-
-    ``task="signal"`` takes the backbone from the signal-network registry (with ``cfg.kwargs``), else from timm.
-    """
-    use_pretrained = cfg.pretrained if pretrained is None else pretrained
-    if task == "signal":
-        backbone = create_signal_net(cfg.backbone, in_chans=in_chans, **(cfg.kwargs or {}))
-    else:
-        backbone = create_backbone(cfg.backbone, pretrained=use_pretrained,
-                                   pretrained_path=cfg.pretrained_path if use_pretrained else None,
-                                   in_chans=in_chans, drop_path_rate=cfg.drop_path_rate)
+def build_classifier(backbone: nn.Module, cfg: ModelConfig, taxonomy: Taxonomy) -> TaxonomicClassifier:
+    """Put the head that ``cfg.head`` names on ``backbone`` (any module with ``num_features``)."""
     extra = {"condition": cfg.head_condition} if cfg.head == "conditional" else {}
     head = create_head(cfg.head, backbone.num_features, taxonomy, drop_rate=cfg.drop_rate, **extra)
     return TaxonomicClassifier(backbone, head, list(taxonomy.ranks))

@@ -13,10 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taxotrain.errors import TaxotrainError
+
 _NETS: dict[str, Callable[..., nn.Module]] = {}
 
 
-class SignalNetError(ValueError):
+class SignalNetError(TaxotrainError):
     """Unknown signal network or arguments it does not take."""
 
 

@@ -13,20 +13,17 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, RichProgressBar
 
-from taxotrain.config import Config, ConfigError, read_yaml, save_config
+from taxotrain.config import Config, ConfigError, config_to_dict, save_config
 from taxotrain.data.store import Store
-from taxotrain.losses import MultiRankLoss
-from taxotrain.models.classifier import build_model
-from taxotrain.run import RunError, RunPaths, torch_threads
-from taxotrain.taxonomy import Taxonomy
-from taxotrain.training.callbacks import AtomicCheckpointIO, EpochCSV, PlainProgress, RNGState
-from taxotrain.training.datamodule import create_datamodule
-from taxotrain.training.module import ClassifierModule
-from taxotrain.training.progressive import StageRegularization, expand_stages, is_progressive, max_drop_path
-
-METRIC_NAMES = ("top1", "top5", "macro_f1")
+from taxotrain.run import CKPT_KEY, RunError, RunPaths, read_checkpoint, torch_threads
+from taxotrain.stages import expand_stages, is_progressive, max_drop_path
+from taxotrain.tasks import create_task
+from taxotrain.training.callbacks import AtomicCheckpointIO, EpochCSV, PlainProgress, RNGState, RunCheckpoint
+from taxotrain.training.datamodule import TaskDataModule
+from taxotrain.training.module import TaskModule
+from taxotrain.training.progressive import StageRegularization
 
 
 @dataclass
@@ -41,15 +38,6 @@ class FitResult:
     seconds: float
 
 
-def resolve_monitor(cfg: Config, taxonomy: Taxonomy) -> str:
-    """The val metric that selects ``best.ckpt``; ``auto`` is the finest rank's top-1."""
-    allowed = ["val/loss"] + [f"val/{r}/{m}" for r in taxonomy.ranks for m in METRIC_NAMES]
-    monitor = f"val/{taxonomy.finest}/top1" if cfg.trainer.monitor == "auto" else cfg.trainer.monitor
-    if monitor not in allowed:
-        raise ConfigError(f"bad value for 'trainer.monitor': {monitor!r}; allowed: auto, {', '.join(allowed)}")
-    return monitor
-
-
 def resolve_precision(cfg: Config) -> str:
     """``auto`` = bf16 (or fp16) mixed precision on a CUDA GPU, full fp32 elsewhere."""
     if cfg.trainer.precision != "auto":
@@ -59,29 +47,59 @@ def resolve_precision(cfg: Config) -> str:
     return "32-true"
 
 
-def resolve_resume(paths: RunPaths, resume: str | None, cfg: Config) -> str | None:
-    """Checkpoint to continue from, or ``None`` for a fresh run; refuses to overwrite a run that exists."""
+# what may differ between a run and its resume: where it lives and runs, how it logs; everything else shapes it
+RESUME_MAY_CHANGE = ("run.dir", "run.name", "data.store", "data.num_workers", "trainer.accelerator",
+                     "trainer.devices", "trainer.precision", "trainer.cpu_threads", "trainer.progress",
+                     "trainer.log_every_n_steps", "trainer.compile", "trainer.compile_backend",
+                     "trainer.early_stopping_patience", "logging.", "tune.", "prepare.")
+
+
+def resume_changes(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose value in ``now`` differs from the ``saved`` config of a run and that shape the run (data,
+    model, optimiser, loss, schedule, seed): what a resume must not change."""
+    out = []
+    for key, value in now.items():
+        dotted = f"{prefix}{key}"
+        if dotted.startswith(RESUME_MAY_CHANGE):
+            continue
+        before = saved.get(key) if isinstance(saved, dict) else None
+        if isinstance(value, dict) and isinstance(before, dict):
+            out += resume_changes(before, value, f"{dotted}.")
+        elif before != value:
+            out.append(dotted)
+    return out
+
+
+def resolve_resume(paths: RunPaths, resume: str | None, cfg: Config) -> tuple[str | None, dict[str, Any]]:
+    """Checkpoint to continue from (``None`` for a fresh run) and its taxotrain metadata. Refuses to overwrite a run
+    that exists, a file that is not a taxotrain checkpoint, and a resume that changes what shapes the run."""
     if resume is None:
         if paths.last.is_file() or paths.best.is_file():
             raise RunError(f"run folder {paths.root} already holds a run; continue it with --resume auto or choose "
                            "another run.dir=...")
-        return None
+        return None, {}
     if resume == "auto":
         if not paths.last.is_file():
-            return None  # nothing to resume yet: start fresh (what a restarted job script wants)
+            return None, {}  # nothing to resume yet: start fresh (what a restarted job script wants)
         ckpt = str(paths.last)
     else:
         ckpt = resume
         if not Path(ckpt).is_file():
             raise RunError(f"--resume {ckpt}: no such checkpoint; use --resume auto or a .ckpt path")
-    if paths.config.is_file():
-        saved = read_yaml(paths.config).get("model", {})
-        now = cfg.model.model_dump(mode="json")
-        changed = [k for k in now if saved.get(k) != now[k]]
-        if changed:
-            raise RunError(f"--resume: model.{changed[0]} is {now[changed[0]]!r} but the run in {paths.root} was "
-                           f"trained with {saved.get(changed[0])!r}; resume with the run's own config.yaml")
-    return ckpt
+    info = read_checkpoint(Path(ckpt))[CKPT_KEY]
+    changed = resume_changes(info["config"], config_to_dict(cfg))
+    if changed:
+        shown = "; ".join(f"{k} is {_at(config_to_dict(cfg), k)!r}, trained with {_at(info['config'], k)!r}"
+                          for k in changed[:5])
+        raise RunError(f"--resume {ckpt}: {shown}; a resumed run keeps what shapes it (data, model, optim, loss, "
+                       "schedule, seed): resume with the run's own config.yaml, or start a new run.dir")
+    return ckpt, info
+
+
+def _at(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None  # type: ignore[assignment]
+    return tree
 
 
 def _forget_cached_mlflow_stores() -> None:
@@ -139,12 +157,17 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     if not cfg.data.store:
         raise ConfigError("data.store is not set; give the store from `taxotrain prepare`, e.g. data.store=plankton.h5")
     paths = RunPaths(Path(cfg.run.dir))
-    ckpt_path = resolve_resume(paths, resume, cfg)
+    ckpt_path, resumed = resolve_resume(paths, resume, cfg)
     store = Store(cfg.data.store)
-    taxonomy = store.taxonomy
-    monitor = resolve_monitor(cfg, taxonomy)
+    if resumed.get("store_fingerprint") and resumed["store_fingerprint"] != store.fingerprint:
+        raise RunError(f"--resume: {store.path} is not the store the run was trained on (its content or split "
+                       f"differs from {resumed.get('store')}); resume with that store, or start a new run.dir")
     if len(store.splits["val"]) == 0:
         raise ConfigError(f"{store.path} has an empty val split; re-run prepare with --val above 0")
+    stages = expand_stages(cfg)
+    task = create_task(cfg, store=store, stages=stages)
+    task.check_config()
+    monitor = task.monitor()
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -153,39 +176,27 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
-    stages = expand_stages(cfg)
-    dm = create_datamodule(cfg, store, stages)
+    dm = TaskDataModule(task, store, stages)
     # built with the largest drop-path of any stage; StageRegularization scales it per stage
-    model = build_model(cfg.model.model_copy(update={"drop_path_rate": max_drop_path(stages)}), taxonomy, dm.channels,
-                        task=cfg.task)
-    loss = MultiRankLoss.from_config(cfg.loss, taxonomy)
-    if cfg.task == "signal":
-        meta = {"kind": "signal", "in_chans": dm.channels, "mean": dm.mean, "std": dm.std, "length": dm.length,
-                "znorm": bool(store.attrs.get("znorm")), "store": str(store.path.resolve())}
-        shape = f"series of {dm.length} samples"
-    else:
-        meta = {"kind": "image", "in_chans": dm.channels, "mean": dm.mean, "std": dm.std,
-                "image_size": dm.eval_size, "pad_fill": cfg.data.pad_fill, "store": str(store.path.resolve())}
-        shape = f"{dm.eval_size}px"
-    module = ClassifierModule(model, loss, cfg, taxonomy, meta, stages, monitor=monitor)
+    model = task.build_model(drop_path_rate=max_drop_path(stages))
+    module = TaskModule(task, model, stages, monitor=monitor,
+                        store={"store": str(store.path.resolve()), "store_fingerprint": store.fingerprint})
     if cfg.trainer.compile:
         model.compile(backend=cfg.trainer.compile_backend)  # in place: parameter names and checkpoints unchanged
 
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     save_config(cfg, paths.config)
-    checkpoint = ModelCheckpoint(dirpath=paths.checkpoints, filename="best", monitor=monitor,
-                                 mode=cfg.trainer.monitor_mode, save_top_k=1, save_last=False,
-                                 auto_insert_metric_name=False, enable_version_counter=False)
+    checkpoint = RunCheckpoint(dirpath=paths.checkpoints, filename="best", monitor=monitor,
+                               mode=cfg.trainer.monitor_mode, save_top_k=1, save_last=False,
+                               auto_insert_metric_name=False, enable_version_counter=False)
     # last.ckpt by its own callback: Lightning >= 2.6 refreshes `save_last` only in epochs that also wrote a new
     # best, so a run whose last epochs did not improve would resume from a stale epoch
-    last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", monitor=None, save_top_k=1,
-                           enable_version_counter=False)
+    last = RunCheckpoint(dirpath=paths.checkpoints, filename="last", monitor=None, save_top_k=1,
+                         enable_version_counter=False)
 
     def stage_columns(trainer: L.Trainer) -> dict[str, Any]:
         stage = dm.current_stage()
-        if cfg.task == "signal":
-            return {"length": dm.length, "batch_size": dm.stage_batch_size(stage)}
-        return {"stage": stage.index + 1, "image_size": stage.image_size, "batch_size": dm.stage_batch_size(stage)}
+        return {**task.epoch_columns(stage), "batch_size": dm.stage_batch_size(stage)}
 
     all_callbacks: list[L.Callback] = [EpochCSV(paths.metrics_csv, stage_columns), StageRegularization(stages),
                                        RNGState(), *(callbacks or []), checkpoint, last]
@@ -210,10 +221,9 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
         reload_dataloaders_every_n_epochs=1 if len(stages) > 1 else 0,
     )
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"fit {cfg.model.backbone} ({n_params:.1f}M params, {dm.channels} input channel(s), "
-          f"{shape}) on {store.path.name}: {len(store.splits['train'])} train / "
-          f"{len(store.splits['val'])} val records; " + ", ".join(
-              f"{n} {r}" for r, n in zip(taxonomy.ranks, taxonomy.num_classes, strict=True))
+    print(f"fit {cfg.model.backbone} ({n_params:.1f}M params; {task.describe_input()}) on {store.path.name}: "
+          f"{len(store.splits['train'])} train / {len(store.splits['val'])} val records; " + ", ".join(
+              f"{n} {r}" for r, n in zip(task.taxonomy.ranks, task.taxonomy.num_classes, strict=True))
           + f"; run folder {paths.root}" + (f"; resuming from {ckpt_path}" if ckpt_path else ""), flush=True)
     if is_progressive(cfg):
         print("progressive stages: " + "; ".join(

@@ -64,7 +64,7 @@ def write_trials_csv(study: optuna.Study, path: Path) -> Path:
     trials = study.get_trials(deepcopy=False)
     params = {t.number: t.params or t.system_attrs.get("fixed_params", {}) for t in trials}  # queued: fixed params
     keys = list(dict.fromkeys(k for p in params.values() for k in p))
-    columns = ["number", "state", "value", "epochs", "seconds", "max_rss_mb", *keys, "run_dir", "note"]
+    columns = ["number", "state", "value", "epochs", "seconds", "max_rss_mb", "trial_pid", *keys, "run_dir", "note"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
@@ -74,6 +74,7 @@ def write_trials_csv(study: optuna.Study, path: Path) -> Path:
             note = f"retry of trial {t.user_attrs['retry_of']}" + (f"; {note}" if note else "")
         writer.writerow({"number": t.number, "state": t.state.name, "value": _value(t.value), "epochs": _epochs(t),
                          "seconds": t.user_attrs.get("seconds", ""), "max_rss_mb": t.user_attrs.get("max_rss_mb", ""),
+                         "trial_pid": t.user_attrs.get("pid_trial", ""),
                          **{k: params[t.number].get(k, "") for k in keys},
                          "run_dir": t.user_attrs.get("run_dir", ""), "note": note})
     return write_text_atomic(path, buf.getvalue())

@@ -25,25 +25,24 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from pydantic import ValidationError
 
-from taxotrain.config import Config, ConfigError, TuneConfig, _one_line, config_to_dict, nested, save_config
+from taxotrain.config import Config, ConfigError, TuneConfig, config_to_dict, nested, save_config, validate_tree
+from taxotrain.errors import TaxotrainError
 from taxotrain.training.engine import FitResult
+from taxotrain.tuning.storage import HEARTBEAT_S, make_pruner, open_storage, storage_url
+from taxotrain.tuning.trial_result import TrialResult
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-HEARTBEAT_S = 60  # the study loop records a heartbeat per running trial; other machines fail it after GRACE_S
-GRACE_S = 300
 _EXC_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b|: error: ")
 
 
-class TuneError(ValueError):
+class TuneError(TaxotrainError):
     """A study that cannot go on as asked (e.g. every trial fails); the message is one line."""
 
 
@@ -63,31 +62,6 @@ class TuneResult:
 
 
 # ----------------------------------------------------------------------------------------------- study set-up
-
-
-def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage; SQLite waits for locks instead of failing when trial and loop write at once."""
-    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    # heartbeats are marked experimental and "meant for Study.optimize"; we record them ourselves (run_trial)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed to be used.*")
-    if heartbeat:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                          grace_period=GRACE_S)
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-
-
-def storage_url(cfg: Config) -> str:
-    """``tune.storage``, or a SQLite file in the study folder."""
-    return cfg.tune.storage or f"sqlite:///{(Path(cfg.run.dir) / 'study.db').resolve()}"
-
-
-def make_pruner(tune: TuneConfig) -> optuna.pruners.BasePruner:
-    """Hyperband over epochs for ``strategy: hyperband``; no pruning otherwise."""
-    if tune.strategy == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=tune.min_epochs, max_resource=tune.max_epochs_per_trial,
-                                              reduction_factor=tune.factor)
-    return optuna.pruners.NopPruner()
 
 
 def make_sampler(tune: TuneConfig, n_existing: int) -> optuna.samplers.BaseSampler:
@@ -211,8 +185,7 @@ def with_values(cfg: Config, params: dict[str, Any], **sections: dict[str, Any])
     from taxotrain.config import _deep_merge
 
     tree = _deep_merge(config_to_dict(cfg), nested(params))
-    tree = _deep_merge(tree, sections)
-    return Config.model_validate(tree)
+    return validate_tree(_deep_merge(tree, sections))
 
 
 def trial_config(cfg: Config, params: dict[str, Any], number: int) -> Config:
@@ -240,6 +213,7 @@ class Outcome:
     metric: str | None = None
     error: str | None = None
     max_rss_mb: float | None = None
+    pid: int | None = None
 
 
 class _Interrupts:
@@ -268,10 +242,6 @@ class _Interrupts:
 def run_trial(study: optuna.Study, trial: optuna.Trial, tcfg: Config, metric: str, url: str,
               interrupts: _Interrupts) -> Outcome:
     """Train one trial in a child process, recording heartbeats while it runs; read its ``trial.json``."""
-    import json
-
-    from taxotrain.tuning.worker import RESULT_FILE
-
     run_dir = Path(tcfg.run.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(tcfg, run_dir / "config.yaml")
@@ -294,11 +264,10 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, tcfg: Config, metric: st
                 time.sleep(0.2)
         finally:
             interrupts.child = None
-    result = run_dir / RESULT_FILE
-    if proc.returncode == 0 and result.is_file():
-        data = json.loads(result.read_text())
-        return Outcome(data["state"], data.get("value"), int(data.get("epochs", 0)), data.get("metric"),
-                       max_rss_mb=data.get("max_rss_mb"))
+    result = TrialResult.read(run_dir) if proc.returncode == 0 else None
+    if result is not None:
+        return Outcome(result.state, result.value, result.epochs, result.metric, max_rss_mb=result.max_rss_mb,
+                       pid=result.pid)
     lines = [ln for ln in (run_dir / "fit.log").read_text(errors="replace").splitlines() if ln.strip()]
     # the exception line of a traceback (ValueError: ...), or the one-line error of a taxotrain command
     error = next((ln for ln in reversed(lines) if _EXC_LINE.search(ln)), lines[-1] if lines else "")
@@ -375,8 +344,8 @@ def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
             t_trial = time.time()
             try:
                 tcfg = trial_config(cfg, params, trial.number)
-            except ValidationError as exc:  # each value was checked alone; a combination can still be refused
-                out = Outcome("failed", error=_one_line(exc))
+            except ConfigError as exc:  # each value was checked alone; a combination can still be refused
+                out = Outcome("failed", error=str(exc))
             else:
                 trial.set_user_attr("run_dir", tcfg.run.dir)
                 out = run_trial(study, trial, tcfg, tcfg_metric, storage_url(cfg), interrupts)
@@ -417,6 +386,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, params: dict[str, Any], out:
         trial.set_user_attr("metric", out.metric)
     if out.max_rss_mb is not None:
         trial.set_user_attr("max_rss_mb", out.max_rss_mb)
+    if out.pid is not None:
+        trial.set_user_attr("pid_trial", out.pid)
     if out.state == "complete" and out.value is not None:
         study.tell(trial, out.value)
         return True

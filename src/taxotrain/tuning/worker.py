@@ -12,7 +12,6 @@ SIGINT (forwarded once by the study loop) stops training after the current batch
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import signal
@@ -24,9 +23,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from taxotrain.files import write_text_atomic
-
-RESULT_FILE = "trial.json"
+from taxotrain.tuning.trial_result import TrialResult
 
 
 class TrialReporter(L.Callback):
@@ -73,12 +70,11 @@ class TrialReporter(L.Callback):
             self.state = "pruned"
             trainer.should_stop = True
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> TrialResult:
         """What ``trial.json`` holds: the state, the best epoch's value, the epochs validated, the metric."""
         finite = [v for v in self.values if math.isfinite(v)]
         best = (max(finite) if self.maximize else min(finite)) if finite else None
-        return {"state": self.state, "value": best, "last": self.values[-1] if self.values else None,
-                "epochs": len(self.values), "metric": self.metric}
+        return TrialResult(self.state, best, len(self.values), self.metric, os.getpid(), _peak_rss_mb())
 
 
 def _peak_rss_mb() -> float | None:
@@ -107,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from taxotrain.config import load_config
     from taxotrain.training.engine import fit
-    from taxotrain.tuning.study import make_pruner, open_storage
+    from taxotrain.tuning.storage import make_pruner, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = load_config(args.config)
@@ -116,9 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     reporter = TrialReporter(optuna.trial.Trial(study, args.trial_id), args.metric, args.maximize, args.parent)
     signal.signal(signal.SIGINT, reporter.request_stop)
     fit(cfg, resume="auto", callbacks=[reporter])
-    result = {**reporter.result(), "pid": os.getpid(), "max_rss_mb": _peak_rss_mb()}
-    write_text_atomic(Path(cfg.run.dir) / RESULT_FILE, json.dumps(result, indent=1))
-    print(f"trial {result['state']}: {result['metric']} {result['value']} after {result['epochs']} epoch(s)")
+    result = reporter.result()
+    result.write(Path(cfg.run.dir))
+    print(f"trial {result.state}: {result.metric} {result.value} after {result.epochs} epoch(s)")
     return 0
 
 

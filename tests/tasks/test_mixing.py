@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from taxotrain.config import MixConfig
+from taxotrain.tasks.mixing import TaxonomyMixer, partners
 from taxotrain.taxonomy import NULL
-from taxotrain.training.mixing import TaxonomyMixer, partners
 
 
 def test_partners_share_the_label_and_unknowns_keep_themselves() -> None:
@@ -43,6 +43,24 @@ def test_cutmix_lam_is_the_area_kept() -> None:
         changed = (mixed != x).float().mean(dim=(1, 2, 3))
         pasted_from_other = partner[:, 0] != y[:, 0]
         assert torch.allclose(changed[pasted_from_other], torch.full_like(changed[pasted_from_other], 1 - lam))
+
+
+def test_cutmix_on_series_pastes_a_window_of_time() -> None:
+    torch.manual_seed(0)
+    x = torch.stack([torch.full((1, 50), float(i)) for i in range(4)])  # 4 univariate series, each one value
+    y = torch.arange(4)[:, None]
+    mixer = TaxonomyMixer(MixConfig(cutmix_alpha=1.0), ["class"])
+    pasted = 0
+    for _ in range(10):
+        mixed, partner, lam = mixer(x, y)
+        for b in range(4):
+            other = (mixed[b, 0] != x[b, 0]).nonzero().flatten()
+            if partner[b, 0] != y[b, 0] and len(other):  # one contiguous window, from the partner, 1 - lam long
+                assert other.tolist() == list(range(int(other[0]), int(other[-1]) + 1))
+                assert (mixed[b, 0, other] == float(partner[b, 0])).all()
+                assert len(other) == round((1 - lam) * 50)
+                pasted += 1
+    assert pasted > 10  # a univariate series is mixed, not left alone
 
 
 def test_off_by_default_and_bad_rank() -> None:

@@ -1,4 +1,4 @@
-"""Online signal augmentation (time-warp, jitter, scaling) and the Dataset over a signal store's split.
+"""Signal transforms: standardisation and online augmentation (time-warp, jitter, scaling).
 
 Capfinder augments offline: it writes each training series three times (as is, squished and stretched) before
 training. Here every epoch draws a fresh warp factor per series instead, so the model sees a different version
@@ -13,10 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
 from taxotrain.config import SignalAugmentConfig
-from taxotrain.data.store import Store
 
 
 class TimeWarp(nn.Module):
@@ -88,27 +86,6 @@ def build_signal_transforms(mean: Sequence[float] | None, std: Sequence[float] |
     return nn.Sequential(*steps)
 
 
-def signal_norm(store_attrs: dict) -> tuple[list[float] | None, list[float] | None]:
-    """The standardisation a store needs: none for a z-normalised store, the train mean/std otherwise."""
-    if store_attrs.get("znorm"):
-        return None, None
-    return list(store_attrs["mean_signal"]), list(store_attrs["std_signal"])
-
-
-class SignalStoreDataset(Dataset):
-    """Series of one split of a signal store: ``(float tensor [C, L], label indices per rank)``."""
-
-    def __init__(self, store: Store, indices: np.ndarray, transform: nn.Module,
-                 labels: np.ndarray | None = None) -> None:
-        self.store = store
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.transform = transform
-        self.labels = store.labels if labels is None else labels
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = int(self.indices[i])
-        x = torch.from_numpy(np.array(self.store.signals()[idx], dtype=np.float32))
-        return self.transform(x), torch.from_numpy(self.labels[idx])
+def series_tensor(values: np.ndarray) -> torch.Tensor:
+    """A series from the store (a read-only ``[C, L]`` view) as a float32 tensor of its own (the dataset's ``read``)."""
+    return torch.from_numpy(np.array(values, dtype=np.float32))

@@ -1,4 +1,6 @@
-"""Taxonomy-aware mixup/cutmix: mix an image with a partner from the same node at a chosen rank, or with anyone.
+"""Taxonomy-aware mixup/cutmix: mix an input with a partner from the same node at a chosen rank, or with anyone.
+
+Cutmix pastes a box of the partner's pixels into an image, or a window of the partner's samples into a series.
 
 timm's ``Mixup`` pairs a batch with its reverse and mixes one-hot targets of a single label; here targets are label
 indices at several ranks (with nulls) and partners may be restricted to the same genus, so the loss is taken as
@@ -10,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from taxotrain.config import MixConfig
+from taxotrain.config import ConfigError, MixConfig
 from taxotrain.taxonomy import NULL
 
 
@@ -31,7 +33,8 @@ class TaxonomyMixer:
 
     def __init__(self, cfg: MixConfig, ranks: list[str]) -> None:
         if cfg.within is not None and cfg.within not in ranks:
-            raise ValueError(f"mix.within {cfg.within!r} is not a rank; the ranks are {', '.join(ranks)}")
+            raise ConfigError(f"bad value for 'mix.within': {cfg.within!r} is not a rank; the ranks are "
+                              f"{', '.join(ranks)}")
         self.cfg = cfg
         self.rank = ranks.index(cfg.within) if cfg.within is not None else None
 
@@ -50,15 +53,29 @@ class TaxonomyMixer:
         alpha = self.cfg.cutmix_alpha if use_cutmix else self.cfg.mixup_alpha
         lam = float(np.random.beta(alpha, alpha))
         if use_cutmix:
-            h, w = x.shape[-2:]
-            cut = np.sqrt(1.0 - lam)
-            ch, cw = int(h * cut), int(w * cut)
-            cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
-            y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
-            x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
-            x = x.clone()
-            x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
-            lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+            x, lam = _cutmix(x, perm, lam)
         else:
             x = lam * x + (1.0 - lam) * x[perm]
         return x, y[perm], lam
+
+
+def _cutmix(x: torch.Tensor, perm: torch.Tensor, lam: float) -> tuple[torch.Tensor, float]:
+    """Paste the partners' pixels into a random box (images ``[B, C, H, W]``: an area of ``1 - lam``) or the partners'
+    samples into a random window of time (series ``[B, C, L]``: a length of ``1 - lam``); returns the mixed batch
+    and the kept fraction."""
+    x = x.clone()
+    if x.ndim == 3:
+        length = x.shape[-1]
+        cut = int(length * (1.0 - lam))
+        centre = int(torch.randint(length, ()))
+        t0, t1 = max(centre - cut // 2, 0), min(centre + cut - cut // 2, length)
+        x[..., t0:t1] = x[perm][..., t0:t1]
+        return x, 1.0 - (t1 - t0) / length
+    h, w = x.shape[-2:]
+    cut = np.sqrt(1.0 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+    y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+    x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+    return x, 1.0 - (y1 - y0) * (x1 - x0) / (h * w)

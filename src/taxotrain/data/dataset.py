@@ -1,0 +1,37 @@
+"""The one Dataset over a store's records: whatever the kind, a sample is a dict of named tensors.
+
+``{"input": tensor, "target": label index per rank (-1 = unknown), "index": record index}``. A new input (place, date)
+is a new key, not a new tuple position. How a record's payload becomes the input tensor (decode an image, copy a
+series) and how it is transformed are the task's choice, passed in as ``read`` and ``transform``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from taxotrain.data.store import Store
+
+
+class StoreDataset(Dataset):
+    """Records ``indices`` of ``store``; ``labels`` replaces the store's labels (e.g. with some hidden)."""
+
+    def __init__(self, store: Store, indices: np.ndarray, read: Callable[[np.ndarray], torch.Tensor],
+                 transform: Callable[[torch.Tensor], torch.Tensor], labels: np.ndarray | None = None) -> None:
+        self.store = store
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.read = read  # payload (encoded bytes or an array) -> tensor; picklable for DataLoader workers
+        self.transform = transform
+        self.labels = store.labels if labels is None else labels  # [N_store, R]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        idx = int(self.indices[i])
+        return {"input": self.transform(self.read(self.store.read(idx))),
+                "target": torch.from_numpy(np.asarray(self.labels[idx], dtype=np.int64)), "index": idx}

@@ -1,0 +1,314 @@
+"""The task protocol and its registry: everything that differs between tasks, in one object per task.
+
+A task is composed of two parts:
+
+- its **inputs** (a modality: image, signal): the preprocessing spec, the datasets and transforms, an example batch,
+  the backbone, and reading files to predict. A subclass of :class:`Task` implements these hooks.
+- its **objective** (what the model learns and outputs): the loss and its named parts, the metrics and the monitor
+  names they allow, and turning outputs into prediction records. :class:`Task` composes one in (per-rank
+  classification today) and forwards to it.
+
+The Lightning module, ``fit``, evaluate, predict and compare call only these hooks, so adding a task touches
+``tasks/`` and nothing else. Heavy libraries (torch, timm, torchvision) are imported inside the hooks: importing the
+registry, listing tasks and validating a config stay fast.
+
+Example:
+    >>> from taxotrain.tasks import create_task, list_tasks
+    >>> list_tasks()
+    ['image', 'signal']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from taxotrain.config import Config, ConfigError, TaskRules, register_task_rules
+from taxotrain.data.specs import InputSpec, spec_from_checkpoint
+from taxotrain.errors import TaxotrainError
+from taxotrain.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from taxotrain.data.store import Store
+    from taxotrain.stages import Stage
+    from taxotrain.tasks.classification import RankClassification
+
+
+class TaskError(TaxotrainError):
+    """A task asked for something it does not do (e.g. flipped test-time views of a signal)."""
+
+
+@dataclass
+class StepOutput:
+    """One training or validation step: the loss to minimise, its named parts (``loss``, ``<rank>/loss``, ...) for
+    the loggers, the model's outputs (logits per rank) and the batch size."""
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor]
+    outputs: dict[str, torch.Tensor]
+    batch_size: int
+
+
+@dataclass
+class InputBatch:
+    """A batch of inputs to predict: ``input`` stacks the rows of the readable records (in order); every record has
+    its id columns, its error (``""`` when readable) and any extra columns (e.g. a label the file carried)."""
+
+    input: torch.Tensor | None
+    ids: list[dict[str, str]]
+    errors: list[str]
+    extra: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class PredictionRecord:
+    """One predicted record: its ids, the consistent label and score per rank (``None`` where the path skips a
+    rank), the roll-up (deepest confident rank and label), the finest rank's top-k, extra columns and any error."""
+
+    ids: dict[str, str]
+    labels: dict[str, tuple[str | None, float]] = field(default_factory=dict)
+    topk: list[tuple[str, float]] = field(default_factory=list)
+    deepest: tuple[str, str] | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+
+class Task:
+    """Base of every registered task (see the module docstring). Subclasses set the class attributes below and
+    implement the input hooks; :func:`register_task` makes them available as ``task: <name>``."""
+
+    name: ClassVar[str] = ""
+    rules: ClassVar[TaskRules]  # defaults and the config keys that do nothing for this task
+    spec_type: ClassVar[type[InputSpec]]
+    store_kind: ClassVar[str]  # the kind of store (``Store.kind``) the task trains on
+    id_columns: ClassVar[tuple[str, ...]] = ("path",)  # prediction CSV columns that identify a record
+    extra_columns: ClassVar[tuple[str, ...]] = ()  # prediction CSV columns an input may fill (e.g. true_class)
+
+    def __init__(self, config: Config, taxonomy: Taxonomy, spec: InputSpec) -> None:
+        self.config = config
+        self.taxonomy = taxonomy
+        self.spec = spec
+        self._check_rank_names()
+        self.objective: RankClassification = self.make_objective()
+
+    def make_objective(self) -> RankClassification:
+        """The objective composed into this task: per-rank classification."""
+        from taxotrain.tasks.classification import RankClassification
+
+        return RankClassification(self.config, self.taxonomy)
+
+    # ------------------------------------------------------------------ inputs: a subclass implements these
+
+    @classmethod
+    def spec_from_store(cls, config: Config, store: Store, stages: list[Stage]) -> InputSpec:
+        """The preprocessing spec of a new fit, from the config, the store's statistics and the stages."""
+        raise NotImplementedError
+
+    @classmethod
+    def spec_from_checkpoint(cls, info: dict[str, Any], config: Config) -> InputSpec:
+        """The spec saved in a checkpoint's taxotrain metadata (or built from an older checkpoint's ``meta``)."""
+        return spec_from_checkpoint(info)
+
+    def build_backbone(self, pretrained: bool, drop_path_rate: float) -> nn.Module:
+        """The backbone (pooled features, ``num_features`` wide) for ``spec.channels_in`` input channels."""
+        raise NotImplementedError
+
+    def dataset(self, store: Store, split: str, train: bool = False, stage: Stage | None = None,
+                labels: np.ndarray | None = None) -> Dataset:
+        """Records of ``split`` as dict samples (``input``, ``target``, ``index``), with training transforms (at
+        ``stage``'s settings) or evaluation ones; ``labels`` replaces the store's (e.g. some hidden)."""
+        raise NotImplementedError
+
+    def example_batch(self, batch_size: int, stage: Stage | None = None) -> dict[str, torch.Tensor]:
+        """A batch of the shape training feeds (random values; for the GPU batch-size probe and for export)."""
+        raise NotImplementedError
+
+    def prediction_batches(self, inputs: Sequence[str | Path], batch_size: int, workers: int) -> Iterator[InputBatch]:
+        """Read the files and folders a user gives ``predict`` as batches, an unreadable record as an error."""
+        raise NotImplementedError
+
+    def views(self, x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+        """Test-time views of an input batch that ``tta`` (already resolved by :meth:`resolve_tta`) names."""
+        return [x]
+
+    def resolve_tta(self, tta: str) -> str:
+        """The view set ``--tta`` asks for; ``auto`` = the views training made the model invariant to."""
+        if tta not in ("auto", "none"):
+            raise TaskError(f"--tta {tta} is for image runs; a {self.name} run takes --tta none (or auto)")
+        return "none"
+
+    def workers(self, override: int | None = None) -> int:
+        """DataLoader worker processes: ``override``, or ``data.num_workers`` (``auto`` = one per core, at most 8)."""
+        import os
+
+        value = self.config.data.num_workers if override is None else override
+        return min(8, os.cpu_count() or 1) if value == "auto" else int(value)
+
+    def epoch_columns(self, stage: Stage) -> dict[str, Any]:
+        """Extra ``metrics.csv`` columns of an epoch trained in ``stage`` (e.g. the image size)."""
+        return {}
+
+    def baselines(self, store: Store, split: str) -> dict[str, dict[str, Any]]:
+        """Reference models fitted on the same train split and scored on ``split`` (``metrics.json`` -> baseline)."""
+        return {}
+
+    @classmethod
+    def check_store(cls, store: Store) -> None:
+        """Refuse a store this task cannot read, in one line."""
+        if store.kind != cls.store_kind:
+            readers = [name for name, task in _TASKS.items() if task.store_kind == store.kind]
+            fix = f"set task: {' or '.join(readers)}" if readers else "no registered task reads it"
+            raise ConfigError(f"{store.path} is a {store.kind} store but task: {cls.name} reads {cls.store_kind} "
+                              f"stores; {fix} (taxotrain init-config --task {readers[0] if readers else '...'} "
+                              "writes its defaults)")
+
+    def _check_rank_names(self) -> None:
+        ranks, cfg = self.taxonomy.ranks, self.config
+        named = [("mix.within", [cfg.mix.within] if cfg.mix.within else []),
+                 ("loss.rank_weights", list(cfg.loss.rank_weights or {})),
+                 ("data.hide_labels", list(cfg.data.hide_labels or {}))]
+        for key, values in named:
+            bad = [v for v in values if v not in ranks]
+            if bad:
+                raise ConfigError(f"bad value for '{key}': {', '.join(map(repr, bad))} is not a rank of the store; "
+                                  f"its ranks are {', '.join(ranks)}")
+
+    def check_config(self) -> None:
+        """Check every config value that names a rank or a metric against the taxonomy, right after the store is
+        opened (``fit`` and ``tune`` call it): one line naming the key, what it got and what it takes."""
+        self._check_rank_names()
+        cfg = self.config
+        allowed = self.monitors()
+        for key, value in (("trainer.monitor", cfg.trainer.monitor), ("tune.metric", cfg.tune.metric)):
+            if value != "auto" and value not in allowed:
+                raise ConfigError(f"bad value for '{key}': {value!r}; allowed: auto, {', '.join(allowed)}")
+        few = [f"{rank} ({n})" for rank, n in zip(self.taxonomy.ranks, self.taxonomy.num_classes, strict=True) if n < 2]
+        if few:
+            raise ConfigError(f"the store has fewer than 2 classes at rank(s) {', '.join(few)}: nothing to classify "
+                              "there; prepare a dataset with at least 2 classes at every rank (or drop the rank "
+                              "from --ranks)")
+
+    def monitor(self) -> str:
+        """``trainer.monitor``, with ``auto`` resolved (:meth:`default_monitor`)."""
+        return self.default_monitor() if self.config.trainer.monitor == "auto" else self.config.trainer.monitor
+
+    # ------------------------------------------------------------------ the model: backbone + objective head
+
+    def build_model(self, pretrained: bool = True, drop_path_rate: float | None = None) -> nn.Module:
+        """Backbone and head; ``pretrained=False`` skips loading weights (a checkpoint supplies them)."""
+        rate = self.config.model.drop_path_rate if drop_path_rate is None else drop_path_rate
+        return self.objective.build_model(self.build_backbone(pretrained, rate))
+
+    # ------------------------------------------------------------------ the objective: forwarded
+
+    def set_stage(self, stage: Stage) -> None:
+        """Apply a progressive stage's objective settings (its mixup alpha) for the epochs it trains."""
+        self.objective.set_mixup(stage.mixup_alpha)
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Stateful parts of the objective (loss buffers, GradNorm weights) the trainer registers and checkpoints."""
+        return self.objective.modules()
+
+    def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+        """Loss (with its named parts) of a training batch, mixing and rank weighting included."""
+        return self.objective.training_step(model, batch)
+
+    def validation_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+        """Loss and outputs of a validation batch (for :meth:`metrics`)."""
+        return self.objective.validation_step(model, batch)
+
+    def metrics(self) -> nn.Module:
+        """Fresh validation metrics: ``update(outputs, batch)``, ``compute() -> {name: value}``, ``reset()``."""
+        return self.objective.metrics()
+
+    def monitors(self) -> list[str]:
+        """The metric names ``trainer.monitor`` and ``tune.metric`` may name (``val/loss``, ``val/<rank>/top1``...)."""
+        return ["val/loss", *(f"val/{name}" for name in self.objective.metric_names())]
+
+    def default_monitor(self) -> str:
+        """What ``trainer.monitor: auto`` selects."""
+        return f"val/{self.objective.default_metric()}"
+
+    def predict_step(self, model: nn.Module, batch: dict[str, torch.Tensor], tta: str = "none"
+                     ) -> dict[str, np.ndarray]:
+        """Model outputs for a batch as arrays (probabilities per rank), averaged over the test-time views."""
+        views = [{**batch, "input": v} for v in self.views(batch["input"], tta)]
+        return self.objective.predict(model, views)
+
+    def records(self, outputs: dict[str, np.ndarray], batch: InputBatch, thresholds: list[float] | None,
+                topk: int = 5) -> list[PredictionRecord]:
+        """One prediction record per record of ``batch`` (errors included), from :meth:`predict_step`'s outputs."""
+        return self.objective.records(outputs, batch, thresholds, topk)
+
+    def prediction_row(self, record: PredictionRecord) -> dict[str, Any]:
+        """A prediction record as a row of the prediction CSV."""
+        return self.objective.row(record)
+
+    def prediction_columns(self, topk: int) -> list[str]:
+        """The prediction CSV's columns, in order."""
+        return [*self.id_columns, *self.objective.columns(topk), *self.extra_columns, "error"]
+
+    def describe_input(self) -> str:
+        """What the model takes, for logs and reports (``48 px, 1 channel(s)``)."""
+        return self.spec.describe()  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+_TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
+    """Class decorator that makes a :class:`Task` subclass available as ``task: <name>`` in configs (with its
+    ``rules``: default backbone, ``init-config`` defaults and the keys that do nothing for it)."""
+
+    def wrap(cls: type[Task]) -> type[Task]:
+        cls.name = name
+        _TASKS[name] = cls
+        register_task_rules(name, cls.rules)
+        return cls
+
+    return wrap
+
+
+def list_tasks() -> list[str]:
+    """Names of the registered tasks."""
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> type[Task]:
+    """The task class registered as ``name``; a one-line error listing the registered ones otherwise."""
+    if name not in _TASKS:
+        raise ConfigError(f"unknown task '{name}'; task takes one of: {', '.join(list_tasks())}")
+    return _TASKS[name]
+
+
+def create_task(config: Config, taxonomy: Taxonomy | None = None, spec: InputSpec | None = None,
+                store: Store | None = None, stages: list[Stage] | None = None) -> Task:
+    """The task ``config.task`` names, for a new fit (give ``store``: the taxonomy and spec come from it) or for a
+    trained run (give ``taxonomy`` and the checkpoint's ``spec``).
+
+    Example:
+        >>> task = create_task(cfg, store=Store("plankton.h5"))  # doctest: +SKIP
+        >>> model = task.build_model()  # doctest: +SKIP
+    """
+    cls = get_task(config.task)
+    if store is not None:
+        from taxotrain.stages import expand_stages
+
+        cls.check_store(store)
+        spec = spec or cls.spec_from_store(config, store, stages or expand_stages(config))
+        taxonomy = taxonomy or store.taxonomy
+    if taxonomy is None or spec is None:
+        raise ValueError("create_task needs a store, or a taxonomy and a spec")
+    if not isinstance(spec, cls.spec_type):
+        raise ConfigError(f"task: {config.task} takes a {cls.spec_type.__name__}, got a {type(spec).__name__}; the "
+                          "checkpoint was written for another task")
+    return cls(config, taxonomy, spec)

@@ -1,0 +1,190 @@
+"""The per-rank classification objective: one softmax per rank, taxonomy-aware loss, per-rank metrics, and
+consistent decoding of the probabilities into prediction records.
+
+Composed into the image and signal tasks (``tasks/base.py``). The Lightning module never sees a rank: it gets the
+loss and its named parts (``loss``, ``<rank>/loss``, ``<rank>/weight``) from :meth:`RankClassification.training_step`
+and metric values named ``<rank>/<metric>`` from :class:`RankMetrics`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from taxotrain.config import Config
+from taxotrain.losses import GradNorm, MultiRankLoss
+from taxotrain.models.classifier import TaxonomicClassifier, build_classifier
+from taxotrain.tasks.base import InputBatch, PredictionRecord, StepOutput
+from taxotrain.tasks.decoding import decode, roll_up
+from taxotrain.tasks.mixing import TaxonomyMixer
+from taxotrain.taxonomy import NULL, Taxonomy
+
+METRIC_NAMES = ("top1", "top5", "macro_f1")
+DEFAULT_THRESHOLD = 0.5  # roll-up threshold of a run whose thresholds were never chosen on val
+
+
+def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch entries the model takes, by name (``model.input_names``; ``input`` alone for plain modules)."""
+    return {name: batch[name] for name in getattr(model, "input_names", ("input",))}
+
+
+def _collection(num_classes: int) -> MetricCollection:
+    """top-1, top-5 (top-k capped at the class count) and macro-F1 for one rank; nulls ignored."""
+    return MetricCollection({
+        "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro", ignore_index=NULL),
+        "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro", ignore_index=NULL),
+        "macro_f1": MulticlassF1Score(num_classes, average="macro", ignore_index=NULL),
+    })
+
+
+class RankMetrics(nn.Module):
+    """Validation metrics of every rank, named ``<rank>/<metric>``; records unknown at a rank are left out there."""
+
+    def __init__(self, taxonomy: Taxonomy) -> None:
+        super().__init__()
+        self.ranks = list(taxonomy.ranks)
+        self.per_rank = nn.ModuleDict({str(r): _collection(n) for r, n in enumerate(taxonomy.num_classes)})
+
+    def update(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
+        """Add a batch: ``outputs`` are logits per rank, ``batch["target"]`` the labels ``[B, R]``."""
+        target = batch["target"]
+        for r, rank in enumerate(self.ranks):
+            known = target[:, r] != NULL
+            if known.any():
+                self.per_rank[str(r)].update(outputs[rank][known].float(), target[known, r])
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """``{"<rank>/<metric>": value}`` over the batches added since the last reset."""
+        return {f"{rank}/{name}": value for r, rank in enumerate(self.ranks)
+                for name, value in self.per_rank[str(r)].compute().items()}
+
+    def reset(self) -> None:
+        """Forget the batches added so far."""
+        for collection in self.per_rank.values():
+            collection.reset()
+
+
+class RankClassification:
+    """Per-rank classification: loss (smoothing, rank weights or GradNorm, mixing within a rank), metrics, decoding."""
+
+    def __init__(self, config: Config, taxonomy: Taxonomy) -> None:
+        self.config = config
+        self.taxonomy = taxonomy
+        self.ranks = list(taxonomy.ranks)
+        self.loss = MultiRankLoss.from_config(config.loss, taxonomy)
+        self.mixer = TaxonomyMixer(config.mix, taxonomy.ranks)
+        self.gradnorm = (GradNorm(len(taxonomy.ranks), config.loss.gradnorm_alpha, config.loss.gradnorm_lr)
+                         if config.loss.weighting == "gradnorm" else None)
+
+    def build_model(self, backbone: nn.Module) -> TaxonomicClassifier:
+        """The head ``model.head`` names on ``backbone``: logits per rank."""
+        return build_classifier(backbone, self.config.model, self.taxonomy)
+
+    def set_mixup(self, alpha: float) -> None:
+        """Mixup's Beta(alpha, alpha) from now on (progressive stages grow it)."""
+        if self.mixer.cfg.mixup_alpha != alpha:
+            self.mixer.cfg = self.mixer.cfg.model_copy(update={"mixup_alpha": alpha})
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Parts with state to checkpoint and move to the device (soft-target buffers, GradNorm's weights)."""
+        return {"loss": self.loss, **({"gradnorm": self.gradnorm} if self.gradnorm is not None else {})}
+
+    # ------------------------------------------------------------------ training
+
+    def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+        """Mixed (if configured) batch -> logits -> per-rank losses -> weighted sum; named parts for the loggers."""
+        y = batch["target"]
+        x, partner, lam = self.mixer(batch["input"], y)
+        logits = model(**model_inputs(model, {**batch, "input": x}))
+        per_rank = self.loss.rank_losses(logits, y, partner, lam)
+        weights = self.gradnorm.step(per_rank, _shared_parameter(model)) if self.gradnorm is not None else None
+        parts = self.loss.combine(per_rank, weights)
+        if weights is not None:
+            parts.update({f"{rank}/weight": w for rank, w in zip(self.ranks, weights, strict=True)})
+        return StepOutput(parts["loss"], parts, logits, len(y))
+
+    def validation_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+        """Unmixed logits and the loss with the configured rank weights."""
+        logits = model(**model_inputs(model, batch))
+        parts = self.loss(logits, batch["target"])
+        return StepOutput(parts["loss"], parts, logits, len(batch["target"]))
+
+    def metrics(self) -> RankMetrics:
+        """Fresh validation metrics."""
+        return RankMetrics(self.taxonomy)
+
+    def metric_names(self) -> list[str]:
+        """``<rank>/<metric>`` for every rank and metric the validation logs."""
+        return [f"{rank}/{m}" for rank in self.ranks for m in METRIC_NAMES]
+
+    def default_metric(self) -> str:
+        """The finest rank's top-1."""
+        return f"{self.taxonomy.finest}/top1"
+
+    # ------------------------------------------------------------------ prediction
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, views: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
+        """Softmax probabilities per rank, averaged over the views of one batch."""
+        total: dict[str, torch.Tensor] = {}
+        for view in views:
+            logits = model(**model_inputs(model, view))
+            for rank in self.ranks:
+                p = logits[rank].float().softmax(-1)
+                total[rank] = total[rank] + p if rank in total else p
+        return {rank: (p / len(views)).cpu().numpy() for rank, p in total.items()}
+
+    def columns(self, topk: int) -> list[str]:
+        """Prediction CSV columns: label and score per rank, the roll-up, the finest rank's top-k."""
+        fine, k = self.taxonomy.finest, min(topk, self.taxonomy.num_classes[-1])
+        return ([c for r in self.ranks for c in (r, f"{r}_score")] + ["deepest_rank", "deepest_label"]
+                + [c for i in range(1, k + 1) for c in (f"{fine}_top{i}", f"{fine}_top{i}_score")])
+
+    def records(self, probs: dict[str, np.ndarray], batch: InputBatch, thresholds: list[float] | None,
+                topk: int) -> list[PredictionRecord]:
+        """A record per input of ``batch``: the consistent path, the roll-up at ``thresholds`` (one per rank;
+        ``None`` = 0.5) and the top-k; ``probs`` has a row per readable input, in order."""
+        tax = self.taxonomy
+        readable = sum(not e for e in batch.errors)
+        if readable:
+            decoded = decode(probs, tax)
+            deepest, _ = roll_up(decoded, thresholds or [DEFAULT_THRESHOLD] * len(self.ranks))
+            fine = probs[tax.finest]
+        k = min(topk, tax.num_classes[-1])
+        out, row = [], 0
+        for b, error in enumerate(batch.errors):
+            extra = batch.extra[b] if batch.extra else {}
+            if error:
+                out.append(PredictionRecord(batch.ids[b], extra=extra, error=error))
+                continue
+            labels = {rank: (tax.names[r][i] if (i := int(decoded.labels[row, r])) != NULL else None,
+                             float(decoded.scores[row, r])) for r, rank in enumerate(self.ranks)}
+            order = np.argsort(-fine[row])[:k]
+            d = int(deepest[row])
+            rolled = (self.ranks[d], tax.names[d][decoded.labels[row, d]]) if d >= 0 else None
+            out.append(PredictionRecord(batch.ids[b], labels, [(tax.names[-1][i], float(fine[row, i])) for i in order],
+                                        rolled, extra))
+            row += 1
+        return out
+
+    def row(self, record: PredictionRecord) -> dict[str, Any]:
+        """A prediction record as a CSV row (the columns :meth:`columns` names, plus ids, extras and error)."""
+        row: dict[str, Any] = {**record.ids, **record.extra, "error": record.error}
+        for rank, (label, score) in record.labels.items():
+            row[rank], row[f"{rank}_score"] = label or "", round(score, 6) if label else ""
+        if record.deepest:
+            row["deepest_rank"], row["deepest_label"] = record.deepest
+        fine = self.taxonomy.finest
+        for i, (label, score) in enumerate(record.topk, 1):
+            row[f"{fine}_top{i}"], row[f"{fine}_top{i}_score"] = label, round(score, 6)
+        return row
+
+
+def _shared_parameter(model: nn.Module) -> torch.Tensor:
+    """The last weight matrix/kernel of the backbone: where GradNorm measures each rank's gradient."""
+    return [p for p in model.backbone.parameters() if p.ndim > 1][-1]

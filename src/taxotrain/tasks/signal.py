@@ -1,0 +1,143 @@
+"""``task: signal``: 1-D series (nanopore current, leaf outlines, sensors) classified at every rank.
+
+Inputs: a signal store's series ``[C, L]``, standardised with the train statistics (or z-normalised per series at
+prepare time), time-warped, scaled and jittered for training; no test-time views. Networks come from the signal
+registry (``models/signal_nets.py``); every report adds the MiniRocket baseline. The objective is per-rank
+classification (``tasks/classification.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from taxotrain.config import Config, TaskRules
+from taxotrain.data.specs import SIGNAL_KIND, SignalSpec
+from taxotrain.tasks.base import InputBatch, Task, register_task
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from taxotrain.data.store import Store
+    from taxotrain.stages import Stage
+
+IMAGE_ONLY = "image tasks (timm backbones, image transforms)"
+
+
+@register_task(SIGNAL_KIND)
+class SignalClassification(Task):
+    """Classify 1-D series at every rank of the taxonomy (a signal set usually has one rank: class)."""
+
+    rules = TaskRules(
+        description="signal classification: 1-D series (nanopore, outlines, sensors)",
+        default_backbone="resnet1d",
+        init_defaults={"data": {"batch_size": 16},
+                       "optim": {"lr": 1e-3, "weight_decay": 0.01, "warmup_epochs": 0.5, "min_lr_ratio": 0.01},
+                       "loss": {"label_smoothing": 0.1},
+                       "trainer": {"channels_last": False, "max_epochs": 100, "early_stopping_patience": 30},
+                       "prepare": {"znorm": True}},
+        not_applicable={"data.image_size": IMAGE_ONLY, "data.channels": IMAGE_ONLY, "data.pad_fill": IMAGE_ONLY,
+                        "data.augment": f"{IMAGE_ONLY}; series take data.signal_augment",
+                        "model.pretrained": f"{IMAGE_ONLY}; signal networks train from scratch",
+                        "model.pretrained_path": f"{IMAGE_ONLY}; signal networks train from scratch",
+                        "model.drop_path_rate": IMAGE_ONLY,
+                        "progressive": f"{IMAGE_ONLY}: its stages grow the image size"},
+    )
+    spec_type = SignalSpec
+    store_kind = SIGNAL_KIND
+    id_columns = ("read_id", "source")
+    extra_columns = ("true_class",)
+
+    spec: SignalSpec
+
+    @classmethod
+    def spec_from_store(cls, config: Config, store: Store, stages: list[Stage]) -> SignalSpec:
+        """Length and channels of the stored series; the train mean/std unless the store is z-normalised."""
+        _, channels, length = store.payload.shape  # type: ignore[union-attr]
+        znorm = bool(store.attrs.get("znorm"))
+        return SignalSpec(length=int(length), channels=int(channels), znorm=znorm,
+                          mean=None if znorm else tuple(store.attrs["mean_signal"]),
+                          std=None if znorm else tuple(store.attrs["std_signal"]))
+
+    def build_backbone(self, pretrained: bool, drop_path_rate: float) -> nn.Module:
+        """``model.backbone`` from the signal-network registry, with ``model.kwargs``."""
+        from taxotrain.models.signal_nets import create_signal_net
+
+        return create_signal_net(self.config.model.backbone, in_chans=self.spec.channels,
+                                 **(self.config.model.kwargs or {}))
+
+    def transform(self, train: bool) -> nn.Module:
+        """Standardisation, plus the switched-on augmentations for training."""
+        from taxotrain.data.signal_transforms import build_signal_transforms
+
+        s = self.spec
+        return build_signal_transforms(s.mean, s.std, train, self.config.data.signal_augment if train else None)
+
+    def dataset(self, store: Store, split: str, train: bool = False, stage: Stage | None = None,
+                labels: np.ndarray | None = None) -> Dataset:
+        """Series of ``split`` with their labels."""
+        from taxotrain.data.dataset import StoreDataset
+        from taxotrain.data.signal_transforms import series_tensor
+
+        return StoreDataset(store, store.splits[split], series_tensor, self.transform(train), labels)
+
+    def example_batch(self, batch_size: int, stage: Stage | None = None) -> dict[str, torch.Tensor]:
+        """Random series of the spec's shape and unknown labels."""
+        import torch
+
+        return {"input": torch.randn(batch_size, self.spec.channels, self.spec.length),
+                "target": torch.zeros(batch_size, len(self.taxonomy.ranks), dtype=torch.long)}
+
+    def prediction_batches(self, inputs: Sequence[str | Path], batch_size: int, workers: int) -> Iterator[InputBatch]:
+        """Every series of the Capfinder CSVs, ``.ts`` or NumPy files given, streamed in batches; a bad row (or one
+        with another channel count) is an error row. A label the file carries goes to ``true_class``."""
+        import torch
+
+        from taxotrain.data.ingest import IngestError
+        from taxotrain.data.signals import create_reader, preprocess
+
+        for item in inputs:
+            if not Path(item).exists():
+                raise IngestError(f"{item}: no such file or folder to predict")
+        rows = (row for item in inputs for row in create_reader(Path(item)).rows())
+        transform, s = self.transform(train=False), self.spec
+        seen = 0
+        while batch := list(islice(rows, batch_size)):
+            errors = [r.reason or ("" if r.values is not None and r.values.shape[0] == s.channels else
+                                   f"{r.values.shape[0]} channel(s), the model takes {s.channels}")  # type: ignore[union-attr]
+                      for r in batch]
+            good = [r for r, e in zip(batch, errors, strict=True) if not e]
+            x = torch.stack([transform(torch.from_numpy(preprocess(r.values, s.length, s.znorm)))  # type: ignore[arg-type]
+                             for r in good]) if good else None
+            yield InputBatch(x, [{"read_id": r.read_id, "source": r.where} for r in batch], errors,
+                             [{"true_class": r.label or ""} for r in batch])
+            seen += len(batch)
+        if not seen:
+            raise IngestError(f"no series found in {', '.join(map(str, inputs))}")
+
+    def workers(self, override: int | None = None) -> int:
+        """``auto`` = 0: the series sit in a memory map and the transforms are cheap, so worker processes cost more
+        than they save."""
+        if override is None and self.config.data.num_workers == "auto":
+            return 0
+        return super().workers(override)
+
+    def epoch_columns(self, stage: Stage) -> dict[str, Any]:
+        """The series length."""
+        return {"length": self.spec.length}
+
+    def baselines(self, store: Store, split: str) -> dict[str, dict[str, Any]]:
+        """MiniRocket + ridge, fitted on the store's train split and scored on ``split`` (the finest rank)."""
+        import numpy as np
+
+        from taxotrain.models.rocket import minirocket_top1
+
+        data, train, test = store.data(), store.splits["train"], store.splits[split]
+        return {"minirocket": minirocket_top1(np.asarray(data[train]), store.labels[train, -1],
+                                              np.asarray(data[test]), store.labels[test, -1],
+                                              seed=self.config.run.seed)}
