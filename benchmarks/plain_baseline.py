@@ -26,6 +26,7 @@ from torchvision.transforms import v2
 
 from taxotrain.data.images import image_norm
 from taxotrain.data.store import Store
+from taxotrain.evaluation.metrics import per_rank
 
 
 class PlainSplit(Dataset):
@@ -97,7 +98,7 @@ def main() -> None:
     print(f"plain loop on {args.store} test split: class top-1 {class_top1:.4f}, group top-1 (via class) "
           f"{group_top1:.4f}, fit {fit_s / 60:.1f} min")
     if args.run:
-        ours = json.loads((args.run / "metrics.json").read_text())["class"]["top1"]
+        ours = per_rank(json.loads((args.run / "metrics.json").read_text()))["class"]["top1"]
         print(f"taxotrain run {args.run}: class top-1 {ours:.4f}")
         print(f"RATIO {ours / class_top1:.3f}")
 

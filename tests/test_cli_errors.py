@@ -11,6 +11,7 @@ import torch
 from taxotrain.cli import main
 from taxotrain.data.signals import ucr_folder
 
+
 class Payload:
     """What an unsafe pickle holds: an object whose loading runs code."""
 

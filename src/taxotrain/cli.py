@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test", type=float, help="test fraction (default 0.1); ignored with an official test split")
     s.add_argument("--seed", type=int, help="split (and downsampling) seed (default 0)")
     s.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists (runs trained on the old "
+                   "store can then no longer be evaluated on it)")
     g = s.add_argument_group("signals (see docs/signals.md); defaults come from the prepare: section of --config")
     g.add_argument("--task", choices=["auto", IMAGE_KIND, SIGNAL_KIND], default="auto",
                    help="the kind of store to write: auto (default) = signal when a signal reader accepts SOURCE, "
@@ -155,7 +157,8 @@ def _prepare_signals(args: argparse.Namespace) -> None:
         raise IngestError("give the signal source: a Capfinder CSV or folder of them, a .ts file or UCR folder, "
                           "or a .npz / X.npy file")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    print(prepare_signals(args.source, args.out, _signal_options(args), fmt=args.format, classes=classes).summary())
+    print(prepare_signals(args.source, args.out, _signal_options(args), fmt=args.format, classes=classes,
+                          overwrite=args.overwrite).summary())
 
 
 def _prepare_images(args: argparse.Namespace) -> None:
@@ -164,7 +167,7 @@ def _prepare_images(args: argparse.Namespace) -> None:
     ranks = _resolve_ranks(args.ranks, args.manifest or args.taxonomy)
     result = prepare_images(args.source, args.out, ranks, taxonomy=args.taxonomy, manifest=args.manifest,
                             val=0.1 if args.val is None else args.val, test=0.1 if args.test is None else args.test,
-                            seed=args.seed or 0, workers=args.workers)
+                            seed=args.seed or 0, workers=args.workers, overwrite=args.overwrite)
     print(result.summary())
 
 

@@ -156,7 +156,7 @@ def test_interrupted_prepare_leaves_old_store_untouched(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(prepare_mod, "_write_store", boom)
     with pytest.raises(KeyboardInterrupt):
-        prepare_images(images, out, ["group", "subgroup", "class"], tax, workers=1)
+        prepare_images(images, out, ["group", "subgroup", "class"], tax, workers=1, overwrite=True)
     assert out.read_bytes() == b"an older store the user still needs"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 

@@ -73,3 +73,23 @@ def test_checkpoint_from_elsewhere_is_refused(tmp_path: Path, capsys: pytest.Cap
     (tmp_path / "run" / "checkpoints" / "best.ckpt").write_bytes(b"garbage")
     assert main(["predict", str(tmp_path / "run"), str(tmp_path)]) == 2
     assert "not a loadable checkpoint" in capsys.readouterr().err
+
+
+def test_a_store_prepared_again_is_refused(synthetic_set: tuple[Path, Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    images, taxonomy = synthetic_set
+    store, run = tmp_path / "s.h5", tmp_path / "run"
+    prep = ["prepare", str(images), "--taxonomy", str(taxonomy), "--ranks", "family,genus,species", "--out", str(store)]
+    assert main([*prep, "--seed", "0"]) == 0
+    assert main(["fit", f"data.store={store}", f"run.dir={run}", "trainer.max_epochs=1", "model.backbone=test_resnet",
+                 "data.image_size=32", "data.num_workers=0", "logging.mlflow=false", "logging.tensorboard=false"]) == 0
+    before = store.read_bytes()
+    capsys.readouterr()
+    assert main([*prep, "--seed", "1"]) == 2  # prepare never replaces a store unless asked
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and err.count("\n") == 1 and store.read_bytes() == before
+    assert main([*prep, "--seed", "1", "--overwrite"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2  # other test records now: scoring them would mix in training records
+    err = capsys.readouterr().err
+    assert "not the store" in err and "--store" in err and err.count("\n") == 1

@@ -14,7 +14,7 @@ import numpy as np
 from rich.progress import track
 
 from taxotrain.data.ingest import Ingested, IngestError, from_folder, from_manifest
-from taxotrain.data.report import PrepareResult, report_path, write_report
+from taxotrain.data.report import PrepareResult, refuse_existing, report_path, write_report
 from taxotrain.data.specs import IMAGE_KIND
 from taxotrain.data.split import stratified_split
 from taxotrain.data.store import StoreWriter
@@ -34,13 +34,16 @@ def prepare_images(
     seed: int = 0,
     workers: int = 0,
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> PrepareResult:
     """Ingest images from a class-folder tree (``source``) or a ``manifest`` CSV into the store ``out``.
 
     Every file is decoded once; unreadable ones are skipped and listed (path, reason) in ``<stem>.report.csv``
     next to the store. The store is written to a temporary file and renamed at the end, so an interrupted run
-    leaves no half store. ``workers=0`` uses every CPU core.
+    leaves no half store. ``workers=0`` uses every CPU core. An existing ``out`` is replaced only with
+    ``overwrite``.
     """
+    refuse_existing(Path(out), overwrite)
     if manifest is not None:
         ingested = from_manifest(manifest, ranks, taxonomy)
         origin = manifest

@@ -19,7 +19,7 @@ import numpy as np
 
 from taxotrain.config import PrepareConfig
 from taxotrain.data.ingest import IngestError
-from taxotrain.data.report import PrepareResult, report_path, write_report
+from taxotrain.data.report import PrepareResult, refuse_existing, report_path, write_report
 from taxotrain.data.signals import SignalReader, create_reader, preprocess
 from taxotrain.data.specs import SIGNAL_KIND
 from taxotrain.data.split import stratified_split
@@ -58,7 +58,7 @@ def _choose(labels: list[str | None], candidates: list[int], per_class: int | st
 
 
 def prepare_signals(source: Path, out: Path, options: PrepareConfig | None = None, fmt: str | None = None,
-                    classes: Sequence[str] | None = None) -> PrepareResult:
+                    classes: Sequence[str] | None = None, overwrite: bool = False) -> PrepareResult:
     """Read the signal source ``source`` (see ``taxotrain.data.signals``) into the store ``out``.
 
     ``options`` holds ``target_length``, ``examples_per_class``, ``znorm``, ``val``, ``test`` and ``seed``;
@@ -66,6 +66,7 @@ def prepare_signals(source: Path, out: Path, options: PrepareConfig | None = Non
     rows are listed (where, reason) in ``<stem>.report.csv`` next to the store. With an official test split (UCR
     folder) the TEST file is the test split, val comes from TRAIN, and downsampling touches TRAIN only.
     """
+    refuse_existing(Path(out), overwrite)
     opts = options or PrepareConfig()
     if opts.val + opts.test >= 1:
         raise IngestError(f"val {opts.val} and test {opts.test} must sum to less than 1")

@@ -45,3 +45,12 @@ def write_report(path: Path, skipped: list[tuple[str, str]]) -> None:
         writer = csv.writer(fh)
         writer.writerow(["path", "reason"])
         writer.writerows(skipped)
+
+
+def refuse_existing(out: Path, overwrite: bool) -> None:
+    """A prepare never replaces a store unless asked: runs trained on it would be scored on other records."""
+    from taxotrain.data.ingest import IngestError
+
+    if Path(out).exists() and not overwrite:
+        raise IngestError(f"{out} already exists; runs trained on it would be evaluated on other records if it were "
+                          "replaced. Write to another --out, or pass --overwrite to replace it")

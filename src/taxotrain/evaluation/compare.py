@@ -130,7 +130,8 @@ def compare_runs(settings: Sequence[str | Path], out: str | Path) -> Comparison:
         names.append(setting.name)
     metrics = {str(run): _metrics(run) for setting in parsed for run in setting.runs}
     digests = {m["evaluation"].get("split_digest") for m in metrics.values()}
-    if len(digests) > 1:
+    prints = {m["evaluation"].get("store_fingerprint") for m in metrics.values()} - {None}
+    if len(digests) > 1 or len(prints) > 1:
         raise RunError("the runs were evaluated on different test splits (" + ", ".join(
             f"{n}: {m['evaluation']['store']}" for n, m in metrics.items()) + "); compare runs of the same store")
     # the CSV keeps each seed's own value beside its setting's mean: column -> run key in ``metrics``
@@ -238,7 +239,7 @@ the seeds where a column averages several runs); * marks an interval that exclud
 
 
 def format_table(comparison: Comparison) -> str:
-    """The comparison as a Markdown table (what the CLI prints and the README shows)."""
+    """The comparison as a Markdown table (what the CLI prints and docs/results.md shows)."""
     names, diffs = comparison.names, comparison.differences
     cols = [*names, *(f"{d} (95% CI)" for d in diffs)]
     lines = ["| metric | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]

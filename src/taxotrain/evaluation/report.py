@@ -22,8 +22,7 @@ from taxotrain.evaluation.plots import plot_confusion, plot_curves
 from taxotrain.files import atomic_path, write_text_atomic
 from taxotrain.inference.predict import predict_loader
 from taxotrain.run import LoadedRun, RunError, RunPaths, load_run, torch_threads
-from taxotrain.tasks.decoding import choose_thresholds, decode, roll_up
-from taxotrain.taxonomy import NULL
+from taxotrain.tasks.decoding import choose_thresholds, decode, roll_up, rollup_precision
 
 
 @dataclass
@@ -64,6 +63,10 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
         task.check_store(st)
     except ConfigError as exc:
         raise RunError(f"{exc}; pass the run's own store with --store") from exc
+    if run.store_fingerprint and st.fingerprint != run.store_fingerprint:
+        raise RunError(f"{st.path} is not the store {paths.root} was trained on: its records or split changed since "
+                       "(was it prepared again?), so its test split may hold training records; evaluate on the run's "
+                       "own store with --store, or train again on this one")
     if st.taxonomy.to_dict() != run.taxonomy.to_dict():
         raise RunError(f"{st.path} has a different taxonomy from the one {paths.root} was trained on; pass the "
                        "run's own store with --store")
@@ -93,16 +96,15 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
                   "thresholds": dict(zip(run.taxonomy.ranks, thresholds, strict=True))}
         write_text_atomic(paths.root / "rollup.json", json.dumps(rollup, indent=2) + "\n")
         deepest, _ = roll_up(decoded, thresholds)
-        metrics["hierarchy"]["rollup"] = {
-            **rollup, "reported_at": {rank: float((deepest == r).mean()) for r, rank in enumerate(run.taxonomy.ranks)},
-            "precision_at_reported_rank": _rollup_precision(decoded.labels, labels, deepest)}
+        metrics["hierarchy"]["rollup"] = {**rollup, "measured_on": split,
+                                          **rollup_precision(decoded.labels, labels, deepest, run.taxonomy.ranks)}
     if baseline:
         baselines = task.baselines(st, split)
         if baselines:
             metrics["baseline"] = baselines
     digest = hashlib.sha1(indices.tobytes() + str(st.attrs.get("created")).encode()).hexdigest()[:16]
     metrics["evaluation"] = {"split": split, "records": int(len(indices)), "checkpoint": str(run.checkpoint),
-                             "tta": tta, "split_digest": digest,
+                             "tta": tta, "split_digest": digest, "store_fingerprint": st.fingerprint,
                              "store": str(st.path), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     files = [_write_json(paths.metrics_json, metrics), _write_per_class(paths.per_class, rows),
@@ -116,15 +118,6 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     files += confusions + curves
     report = _write_html(paths, run, metrics, rows, confusions, curves)
     return EvalResult(metrics, report, files + [report])
-
-
-def _rollup_precision(decoded: np.ndarray, labels: np.ndarray, deepest: np.ndarray) -> float | None:
-    rows = np.flatnonzero(deepest >= 0)
-    known = labels[rows, deepest[rows]] != NULL
-    rows = rows[known]
-    if not len(rows):
-        return None
-    return float((decoded[rows, deepest[rows]] == labels[rows, deepest[rows]]).mean())
 
 
 def _write_json(path: Path, metrics: dict[str, Any]) -> Path:

@@ -155,6 +155,10 @@ class Task:
         """Extra ``metrics.csv`` columns of an epoch trained in ``stage`` (e.g. the image size)."""
         return {}
 
+    def thumbnail(self, store: Store, index: int, size: int = 96) -> bytes | None:
+        """A small PNG of record ``index`` for the report's gallery of mistakes (``None``: the task shows none)."""
+        return None
+
     def baselines(self, store: Store, split: str) -> dict[str, dict[str, Any]]:
         """Reference models fitted on the same train split and scored on ``split`` (``metrics.json`` -> baseline)."""
         return {}

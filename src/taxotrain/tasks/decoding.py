@@ -112,20 +112,43 @@ def decode(probs: dict[str, np.ndarray], taxonomy: Taxonomy, beta: float = DEFAU
 
 
 def choose_thresholds(scores: np.ndarray, decoded: np.ndarray, target: np.ndarray, precision: float) -> list[float]:
-    """Per rank, the lowest confidence threshold at which decoded predictions reach ``precision`` on ``target``.
+    """Roll-up thresholds chosen for the cascade as :func:`roll_up` applies it: the finest rank first, each coarser
+    rank on the records that no finer rank reported (the hard ones). At each rank, the lowest confidence at which
+    those records' decoded labels reach ``precision`` on ``target``.
 
-    Records unknown at a rank do not count. A rank that never reaches the precision gets a threshold above 1, so
-    the roll-up never stops there.
+    Records unknown at a rank do not count towards its precision (but leave the cascade there if they pass). A rank
+    that never reaches the precision gets a threshold above 1, so the roll-up never stops there.
     """
-    out = []
-    for r in range(target.shape[1]):
-        ok = (target[:, r] != NULL) & (decoded[:, r] != NULL)
+    n_ranks = target.shape[1]
+    thresholds = [1.01] * n_ranks
+    reached = np.ones(len(scores), dtype=bool)  # records that no finer rank has reported yet
+    for r in reversed(range(n_ranks)):
+        ok = reached & (target[:, r] != NULL) & (decoded[:, r] != NULL)
         conf, hit = scores[ok, r], decoded[ok, r] == target[ok, r]
         order = np.argsort(-conf, kind="stable")
-        prec = np.cumsum(hit[order]) / np.arange(1, len(order) + 1)
-        good = np.flatnonzero(prec >= precision)
-        out.append(float(conf[order][good[-1]]) if len(good) else 1.01)
-    return out
+        conf, prec = conf[order], np.cumsum(hit[order]) / np.arange(1, len(order) + 1)
+        ends = np.append(conf[1:] != conf[:-1], True)  # a threshold admits every tie: judge it after the last one
+        good = np.flatnonzero(ends & (prec >= precision))
+        thresholds[r] = float(conf[good[-1]]) if len(good) else 1.01
+        reached &= ~((decoded[:, r] != NULL) & (scores[:, r] >= thresholds[r]))
+    return thresholds
+
+
+def rollup_precision(decoded: np.ndarray, target: np.ndarray, deepest: np.ndarray, ranks: list[str]
+                     ) -> dict[str, object]:
+    """What a roll-up achieved on labelled records: the fraction reported at each rank and at none, and the precision
+    at each rank and overall (records unknown at their reported rank are left out of the precision)."""
+    per_rank: dict[str, float | None] = {}
+    hits = total = 0
+    for r, rank in enumerate(ranks):
+        rows = np.flatnonzero((deepest == r) & (target[:, r] != NULL))
+        right = int((decoded[rows, r] == target[rows, r]).sum())
+        per_rank[rank] = right / len(rows) if len(rows) else None
+        hits, total = hits + right, total + len(rows)
+    return {"reported_at": {rank: float((deepest == r).mean()) for r, rank in enumerate(ranks)},
+            "reported_at_none": float((deepest < 0).mean()),
+            "precision_per_rank": per_rank,
+            "precision_at_reported_rank": hits / total if total else None}
 
 
 def roll_up(decoded: Decoded, thresholds: list[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -117,6 +117,21 @@ class ImageClassification(Task):
                              [{"path": str(f)} for f in files[start : start + len(errors)]], errors)
             start += len(errors)
 
+    def thumbnail(self, store: Store, index: int, size: int = 96) -> bytes | None:
+        """The stored image, its longer side scaled to ``size`` px, as PNG."""
+        import io
+
+        from PIL import Image
+
+        from taxotrain.data.images import decode_bytes
+
+        img = decode_bytes(store.read(index), 3).permute(1, 2, 0).numpy()
+        pil = Image.fromarray(img)
+        pil.thumbnail((size, size))
+        buf = io.BytesIO()
+        pil.save(buf, format="PNG")
+        return buf.getvalue()
+
     def resolve_tta(self, tta: str) -> str:
         """``auto`` = the views the run's augmentation made the model invariant to (``dihedral`` by default)."""
         if tta == "auto":

@@ -120,6 +120,27 @@ class SignalClassification(Task):
         if not seen:
             raise IngestError(f"no series found in {', '.join(map(str, inputs))}")
 
+    def thumbnail(self, store: Store, index: int, size: int = 96) -> bytes | None:
+        """The stored series as a small line plot (PNG)."""
+        import io
+
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        series = store.read(index)
+        length = int(store.payload.lengths[index]) or series.shape[-1]  # type: ignore[union-attr]
+        fig, ax = plt.subplots(figsize=(size / 48, size / 96), dpi=96)
+        for channel in series[:, :length]:
+            ax.plot(channel, lw=0.8)
+        ax.axis("off")
+        fig.tight_layout(pad=0)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        return buf.getvalue()
+
     def workers(self, override: int | None = None) -> int:
         """``auto`` = 0: the series sit in a memory map and the transforms are cheap, so worker processes cost more
         than they save."""

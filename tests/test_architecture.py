@@ -1,0 +1,59 @@
+"""The layering of docs/architecture.md holds: no module imports a layer above its own, and outside ``tasks/`` the
+package does not branch on the task."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "taxotrain"
+CORE = {"errors", "config", "taxonomy", "files", "losses", "stages", "taxotrain"}  # taxotrain: __version__ only
+ALLOWED = {
+    "data": CORE,
+    "models": CORE,
+    "tasks": CORE | {"data", "models"},
+    "run": CORE | {"tasks"},
+    "training": CORE | {"data", "tasks", "run"},
+    "inference": CORE | {"data", "tasks", "run"},
+    "evaluation": CORE | {"data", "tasks", "run", "inference"},
+    "tuning": CORE | {"training"},
+    **{core: CORE for core in CORE - {"taxotrain"}},
+}
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "taxotrain"
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        me = path.relative_to(PACKAGE).with_suffix("").parts[0]
+        if me not in ALLOWED:
+            continue  # the top: __init__, cli, demo, docs
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("taxotrain"):
+                other = _layer(node.module)
+                if other != me and other not in ALLOWED[me]:
+                    wrong.append(f"{path.relative_to(PACKAGE)} imports {node.module}")
+    assert not wrong, wrong
+
+
+def test_outside_tasks_the_package_branches_on_the_task_in_at_most_three_places() -> None:
+    # the issue's count: grep -rnE 'task ==|task !=|kind ==|"signal"|"image"' src/taxotrain, outside tasks/
+    pattern = re.compile(r'task ==|task !=|kind ==|"signal"|"image"')
+    hits = [f"{p.relative_to(PACKAGE)}:{n}" for p in PACKAGE.rglob("*.py") if "tasks" not in p.parts
+            for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert len(hits) <= 3, hits
+
+
+def test_importing_the_library_and_listing_tasks_loads_no_heavy_library() -> None:
+    code = ("import sys, taxotrain; from taxotrain.config import load_config; load_config(None, ['task=signal']); "
+            "taxotrain.list_tasks(); print(sorted(m for m in ('torch', 'lightning', 'timm', 'optuna') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
