@@ -102,3 +102,29 @@ def signal_run(gunpoint_store: Path, tmp_path_factory: pytest.TempPathFactory) -
     assert main(["fit", "--config", str(recipe), f"data.store={gunpoint_store}", f"run.dir={run}",
                  "trainer.max_epochs=4", *SIGNAL_FAST]) == 0
     return run
+
+
+TINY = ["model.backbone=test_resnet", "data.image_size=32", "data.batch_size=16", "data.num_workers=0",
+        "logging.mlflow=false", "logging.tensorboard=false", "trainer.cpu_threads=1"]
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(synthetic_set: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic set prepared through the CLI (family, genus, species)."""
+    from taxotrain.cli import main
+
+    images, taxonomy = synthetic_set
+    out = tmp_path_factory.mktemp("synthetic_store") / "s.h5"
+    assert main(["prepare", str(images), "--taxonomy", str(taxonomy), "--ranks", "family,genus,species",
+                 "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(synthetic_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-epoch tiny image run on the synthetic store (never evaluated), through the CLI."""
+    from taxotrain.cli import main
+
+    run = tmp_path_factory.mktemp("runs") / "synthetic"
+    assert main(["fit", f"data.store={synthetic_store}", f"run.dir={run}", "trainer.max_epochs=2", *TINY]) == 0
+    return run

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "taxotrain"
-CORE = {"errors", "config", "taxonomy", "files", "losses", "stages", "taxotrain"}  # taxotrain: __version__ only
+# taxotrain: the package's __version__ only
+CORE = {"errors", "config", "taxonomy", "files", "losses", "stages", "run_folder", "taxotrain"}
 ALLOWED = {
     "data": CORE,
     "models": CORE,

@@ -123,9 +123,9 @@ def test_every_user_error_is_one_line_with_the_fix(world: dict[str, Path], capsy
 
 def test_a_store_with_one_class_is_refused_by_fit(world: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     r = world["root"]
-    if not (r / "one.h5").exists():
-        assert main(["prepare", str(r / "one_class"), "--out", str(r / "one.h5")]) == 0
-    capsys.readouterr()
-    assert main(["fit", f"data.store={r / 'one.h5'}", f"run.dir={r / 'one'}", *TINY]) == 2
+    assert main(["prepare", str(r / "one_class"), "--out", str(r / "one1.h5")]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "fewer than 2 classes at rank(s) class (1)" in err  # prepare says so at once
+    assert main(["fit", f"data.store={r / 'one1.h5'}", f"run.dir={r / 'one'}", *TINY]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "fewer than 2 classes" in err and "class (1)" in err

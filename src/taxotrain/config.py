@@ -10,7 +10,7 @@ import difflib
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -173,11 +173,16 @@ class MixConfig(_Section):
     )
 
 
+LIGHTNING_PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
+                        "transformer-engine-float16", "32", "16", "bf16", "64")
+
+
 class TrainerConfig(_Section):
     max_epochs: int = Field(30, ge=1, description="number of training epochs")
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, mps")
     devices: int | str = Field("auto", description="devices to use; more than one GPU trains with DDP")
-    precision: str = Field("auto", description="auto = bf16/16 mixed precision on GPU, 32 on CPU; or a Lightning value")
+    precision: str = Field("auto", description="auto = bf16/16 mixed precision on GPU, 32 on CPU; or a Lightning "
+                           "value: " + ", ".join(LIGHTNING_PRECISIONS))
     ema: bool = Field(False, description="keep an exponential moving average of the weights; val, checkpoints and "
                       "predictions use it")
     ema_decay: float = Field(0.998, gt=0, lt=1, description="EMA decay per step (0.998 ~ averages the last 500 steps)")
@@ -199,6 +204,14 @@ class TrainerConfig(_Section):
     progress: Literal["auto", "rich", "plain", "none"] = Field(
         "auto", description="progress display: auto = rich bar on a terminal, plain log lines otherwise"
     )
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _lightning_precision(cls, v: Any) -> str:
+        v = str(v)
+        if v != "auto" and v not in LIGHTNING_PRECISIONS:
+            raise ValueError(f"allowed: auto, {', '.join(LIGHTNING_PRECISIONS)}")
+        return v
 
 
 class StageConfig(_Section):
@@ -682,9 +695,25 @@ def commented_yaml(model: type[BaseModel] = Config, indent: int = 0, instance: B
             continue
         dumped = yaml.safe_dump({name: _plain(value)}, default_flow_style=True, width=10_000).strip()
         dumped = dumped[1:-1] if dumped.startswith("{") else dumped
-        comment = f"  # {field.description}" if field.description else ""
+        comment = f"  # {_described(field)}" if field.description else ""
         lines.append(f"{pad}{dumped}{comment}")
     return "\n".join(lines) + ("\n" if indent == 0 else "")
+
+
+def _choices(annotation: Any) -> list[Any]:
+    """The values a ``Literal`` annotation (alone or in a union) allows."""
+    if get_origin(annotation) is Literal:
+        return list(get_args(annotation))
+    return [c for arg in get_args(annotation) for c in _choices(arg)]
+
+
+def _described(field: Any) -> str:
+    """A field's description, with the values it allows when they are a fixed set and not all named already."""
+    text = field.description or ""
+    choices = _choices(field.annotation)
+    if choices and not all(str(c) in text for c in choices):
+        text += f" (allowed: {', '.join(str(c) for c in choices)})"
+    return text
 
 
 def _plain(value: Any) -> Any:
@@ -706,7 +735,7 @@ def markdown_reference() -> str:
                 walk(sub, value, f"{prefix}{name}.")
             else:
                 default = yaml.safe_dump(_plain(value), default_flow_style=True).strip().removesuffix("...").strip()
-                rows.append(f"| `{prefix}{name}` | `{default}` | {field.description or ''} |")
+                rows.append(f"| `{prefix}{name}` | `{default}` | {_described(field)} |")
 
     walk(Config, Config(), "")
     return "\n".join(rows) + "\n"

@@ -11,6 +11,8 @@ links both reports.
 from __future__ import annotations
 
 import csv
+import html
+import json
 import shutil
 import time
 from pathlib import Path
@@ -129,16 +131,36 @@ def run_signal_demo(out: Path, epochs: int) -> Path:
     print(f"[demo] signal fit done in {fitted.seconds:.0f}s", flush=True)
     evaluated = evaluate_run(fitted.run_dir)
     print(f"[demo] {summary_line(evaluated)}", flush=True)
-    csv_path, n, errors = write_predictions(fitted.run_dir, [folder / "OSULeaf_TEST.ts"],
-                                            out / "signal_predictions.csv", topk=3)
-    print(f"[demo] predicted {n - errors} series of OSULeaf_TEST.ts -> {csv_path}", flush=True)
+    written = write_predictions(fitted.run_dir, [folder / "OSULeaf_TEST.ts"], out / "signal_predictions.csv", topk=3)
+    print(f"[demo] predicted {written.rows - written.errors} series of OSULeaf_TEST.ts -> {written.path}", flush=True)
     return evaluated.report
 
 
 def _index(out: Path, reports: dict[str, Path]) -> Path:
-    links = "".join(f'<li><a href="{p.relative_to(out).as_posix()}">{name}</a></li>' for name, p in reports.items())
-    page = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>taxotrain demo</title></head>"
-            f"<body><h1>taxotrain demo</h1><ul>{links}</ul></body></html>\n")
+    """``out/index.html``: per report, a link and its headline figures, read from the run's ``metrics.json``."""
+    from taxotrain.evaluation.page import CSS, headline_table
+
+    parts = []
+    for name, report in reports.items():
+        href = html.escape(report.relative_to(out).as_posix())
+        parts.append(f"<h2><a href=\"{href}\">{html.escape(name)}</a></h2>")
+        try:
+            metrics = json.loads((report.parent / "metrics.json").read_text())
+        except (OSError, ValueError):
+            parts.append("<p class=\"meta\">no metrics.json beside this report</p>")
+            continue
+        ev = metrics.get("evaluation", {})
+        h = metrics.get("hierarchy") or {}
+        notes = [f"{html.escape(str(ev.get('split', '?')))} split, {ev.get('records', '?')} records"]
+        if h.get("chain_accuracy") is not None and len(h.get("decoded_top1", {})) > 1:
+            notes.append(f"chain accuracy {h['chain_accuracy']:.3f}, mistake severity {h['mistake_severity']:.2f}")
+        notes += [f"{html.escape(b.get('method', k))} baseline top-1 {b['top1']:.3f}"
+                  for k, b in (metrics.get("baseline") or {}).items() if b.get("top1") is not None]
+        parts.append(f"{headline_table(metrics)}<p class=\"meta\">{'; '.join(notes)}; "
+                     f"<a href=\"{href}\">full report</a> (mistakes, confused pairs, per-class tables, "
+                     "figures)</p>")
+    page = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>taxotrain demo</title>"
+            f"<style>{CSS}</style></head><body><h1>taxotrain demo</h1>{''.join(parts)}</body></html>\n")
     return write_text_atomic(out / "index.html", page)
 
 
@@ -170,8 +192,9 @@ def run_demo(out: str | Path = "taxotrain-demo", epochs: int = 6, per_species: i
         new.mkdir(exist_ok=True)
         draw_specimen(family, colour, texture, rng).save(new / f"unknown_{species}.png")
     (new / "unreadable.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    csv_path, n, errors = write_predictions(fitted.run_dir, [new], out / "predictions.csv", topk=3, workers=0)
-    print(f"[demo] predicted {n - errors} new image(s), {errors} unreadable -> {csv_path}", flush=True)
+    written = write_predictions(fitted.run_dir, [new], out / "predictions.csv", topk=3, workers=0)
+    print(f"[demo] predicted {written.rows - written.errors} new image(s), {written.errors} unreadable -> "
+          f"{written.path}", flush=True)
     reports = {"images: synthetic 3-rank set": evaluated.report}
     if signal_epochs > 0:
         reports["signals: OSULeaf (UCR), with the MiniRocket baseline"] = run_signal_demo(out, signal_epochs)

@@ -10,3 +10,13 @@ from __future__ import annotations
 
 class TaxotrainError(ValueError):
     """A problem with the user's input (config, data, run folder, checkpoint) that the message says how to fix."""
+
+
+def brief(exc: BaseException | str, limit: int = 160) -> str:
+    """The first line of an exception's message, cut at a word boundary (with "...") when longer than ``limit``, for
+    quoting a library's error inside a one-line message."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else (type(exc).__name__ if isinstance(exc, BaseException) else "")
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."

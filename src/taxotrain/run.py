@@ -1,12 +1,6 @@
-"""The run folder: where every command finds and leaves its files, and how a trained model is restored from it.
+"""Restoring a trained run: reading checkpoints safely and rebuilding its task and model (``load_run``).
 
-::
-
-    <run.dir>/config.yaml            resolved config of the fit
-    <run.dir>/checkpoints/best.ckpt  best epoch by trainer.monitor;  checkpoints/last.ckpt  the latest epoch
-    <run.dir>/metrics.csv            one row per epoch
-    <run.dir>/mlruns/, tensorboard/  tracker files
-    <run.dir>/metrics.json, per_class.csv, confusion_<rank>.png, curves_*.png, report.html   from evaluate
+The run folder's layout is in :mod:`taxotrain.run_folder`.
 """
 
 from __future__ import annotations
@@ -22,7 +16,8 @@ from typing import Any
 import torch
 
 from taxotrain.config import Config
-from taxotrain.errors import TaxotrainError
+from taxotrain.errors import TaxotrainError, brief
+from taxotrain.run_folder import RunPaths
 from taxotrain.tasks import Task, create_task, get_task
 from taxotrain.taxonomy import Taxonomy
 
@@ -43,53 +38,6 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Named paths inside a run folder."""
-
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoints / "best.ckpt"
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / "last.ckpt"
-
-    @property
-    def metrics_csv(self) -> Path:
-        return self.root / "metrics.csv"
-
-    @property
-    def metrics_json(self) -> Path:
-        return self.root / "metrics.json"
-
-    @property
-    def per_class(self) -> Path:
-        return self.root / "per_class.csv"
-
-    def predictions(self, split: str) -> Path:
-        """Per-record probabilities, labels and decoded paths of the last evaluation on ``split`` (for --compare)."""
-        return self.root / f"predictions_{split}.npz"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.html"
-
-    @property
-    def mlflow_run_id(self) -> Path:
-        return self.root / "mlflow_run_id.txt"
 
 
 @dataclass
@@ -138,8 +86,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
+    return brief(exc)
 
 
 def checkpoint_path(target: str | Path, which: str = "best") -> Path:

@@ -32,7 +32,7 @@ def test_predict_csv(trained_run: Path, plankton_store: Path, tmp_path: Path) ->
     tax = Store(plankton_store).taxonomy
     ranks = tax.ranks
     expected = ["path"] + [c for r in ranks for c in (r, f"{r}_score")]
-    expected += ["deepest_rank", "deepest_label"]
+    expected += ["deepest_rank", "deepest_label", "deepest_threshold"]
     expected += [c for i in range(1, 6) for c in (f"class_top{i}", f"class_top{i}_score")] + ["error"]
     assert columns == expected
     assert len(rows) == 7
@@ -56,3 +56,27 @@ def test_predict_csv(trained_run: Path, plankton_store: Path, tmp_path: Path) ->
 def test_predict_missing_input_is_clear(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", str(trained_run), "no/such/folder"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_predict_keeps_every_good_row_beside_crafted_files(synthetic_run: Path, synthetic_set: tuple[Path, Path],
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.data.test_decode_paths import crafted_png, jpeg_claiming
+
+    images, _ = synthetic_set
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    good = sorted((images / "squares_blue_plain").glob("*.jpg"))[:5]
+    for p in good:
+        shutil.copy(p, folder / p.name)
+    (folder / "bomb.png").write_bytes(crafted_png(100_000, 100_000))  # crashed libpng through torchvision
+    (folder / "huge.jpg").write_bytes(jpeg_claiming(20_000, 20_000))  # 2.8 GB when decoded
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(synthetic_run), str(folder), "--out", str(out), "--batch-size", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "0.5 at every rank: the run was never evaluated" in printed  # and says which thresholds it used
+    with out.open(newline="") as fh:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(fh)}
+    assert set(rows) == {p.name for p in good} | {"bomb.png", "huge.jpg"}
+    assert "above the" in rows["bomb.png"]["error"] and "above the" in rows["huge.jpg"]["error"]
+    assert all(rows[p.name]["species"] and not rows[p.name]["error"] for p in good)
+    assert all(r["deepest_threshold"] in ("", "0.5") for r in rows.values())

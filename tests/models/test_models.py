@@ -113,3 +113,31 @@ def test_flat_head_sums_the_finest_softmax_into_coarser_ranks() -> None:
     assert torch.allclose(p["family"][:, f1], p["species"][:, under].sum(1), atol=1e-5)
     s5 = TAX.index(2, "S5")  # hangs straight under F2: its mass is in no genus
     assert torch.allclose(p["genus"].sum(1) + p["species"][:, s5], torch.ones(4), atol=1e-5)
+
+
+def test_a_local_weights_file_is_loaded_without_pretrained_true(synthetic_store: Path, tmp_path: Path) -> None:
+    from taxotrain.config import load_config
+    from taxotrain.data.store import Store
+    from taxotrain.tasks import create_task
+
+    torch.manual_seed(3)
+    source = timm.create_model("test_resnet", num_classes=0, in_chans=3)
+    torch.save(source.state_dict(), tmp_path / "w.pth")
+    cfg = load_config(None, ["model.backbone=test_resnet", f"model.pretrained_path={tmp_path / 'w.pth'}",
+                             "data.channels=3"])
+    assert cfg.model.pretrained is False
+    task = create_task(cfg, store=Store(synthetic_store))
+    loaded = task.build_model().backbone.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items())
+    restored = task.build_model(pretrained=False).backbone.state_dict()  # restoring a run: its checkpoint decides
+    assert not all(torch.equal(restored[k], v) for k, v in source.state_dict().items())
+
+
+def test_model_kwargs_reach_timm_for_images(synthetic_store: Path) -> None:
+    from taxotrain.config import load_config
+    from taxotrain.data.store import Store
+    from taxotrain.tasks import create_task
+
+    cfg = load_config(None, ["model.backbone=test_resnet", "model.kwargs={global_pool: max}"])
+    model = create_task(cfg, store=Store(synthetic_store)).build_model(pretrained=False)
+    assert model.backbone.global_pool.pool_type == "max"

@@ -6,7 +6,6 @@ be squashed into blobs.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,14 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from taxotrain.config import AugmentConfig
 from taxotrain.data.store import Store
-from taxotrain.data.verify import to_8bit
+from taxotrain.data.verify import verify_bytes
 
 
 def decode_bytes(data: np.ndarray | bytes, channels: int) -> torch.Tensor:
@@ -31,32 +29,15 @@ def decode_bytes(data: np.ndarray | bytes, channels: int) -> torch.Tensor:
 
 
 def read_image_file(path: Path, channels: int) -> torch.Tensor:
-    """Decode an image file to uint8 ``[channels, H, W]``; formats torchvision cannot read go through PIL.
+    """Decode an image file to uint8 ``[channels, H, W]`` exactly as ``prepare`` stores and training decodes it
+    (:func:`~taxotrain.data.verify.verify_bytes`, then the training decoder).
 
-    Raises ``ValueError`` with a short reason for an empty, truncated or non-image file.
+    Raises ``ValueError`` with a short reason for an empty, truncated, oversized or non-image file.
     """
-    data = Path(path).read_bytes()
-    if not data:
-        raise ValueError("empty file (0 bytes)")
-    try:
-        tensor = decode_bytes(data, channels)
-        if tensor.dtype == torch.uint8:
-            return tensor
-        # a 16-bit file: read it below as `prepare` stored it (16-bit stretched to 0-255), so predictions see the
-        # pixels training saw
-    except RuntimeError:
-        pass
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            img = to_8bit(img) if img.mode not in ("L", "RGB") else img
-            arr = np.asarray(img.convert("L" if channels == 1 else "RGB"))
-    except UnidentifiedImageError as exc:
-        raise ValueError("not an image (unrecognised format)") from exc
-    except (OSError, SyntaxError) as exc:
-        raise ValueError("truncated image" if "truncated" in str(exc).lower() else f"cannot decode: {exc}") from exc
-    tensor = torch.from_numpy(arr.copy())
-    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+    verified = verify_bytes(Path(path).read_bytes(), stats=False)
+    if not verified.ok:
+        raise ValueError(verified.reason)
+    return decode_bytes(verified.data, channels)
 
 
 class PadToSquare(torch.nn.Module):

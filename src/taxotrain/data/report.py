@@ -24,6 +24,15 @@ class PrepareResult:
     unit: str = "file(s)"
     extra: str = ""
 
+    @property
+    def warnings(self) -> list[str]:
+        """What a user should know before training on the store (e.g. a rank with a single class)."""
+        few = [f"{rank} ({n})" for rank, n in self.classes.items() if n < 2]
+        if not few:
+            return []
+        return [f"{self.store}: fewer than 2 classes at rank(s) {', '.join(few)}; fit refuses a rank with nothing "
+                "to tell apart: add classes, or drop the rank from --ranks"]
+
     def summary(self) -> str:
         """One line: counts, classes per rank, splits and where the skip report is."""
         ranks = ", ".join(f"{n} {r}" for r, n in self.classes.items())

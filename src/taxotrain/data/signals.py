@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from taxotrain.data.ingest import IngestError
+from taxotrain.errors import brief
 
 CAPFINDER_COLUMNS = ("read_id", "cap_class", "timeseries")
 
@@ -157,7 +158,7 @@ class CapfinderCSV(SignalReader):
                 header = [c.strip() for c in next(reader, [])]
                 if "timeseries" not in header:
                     raise IngestError(f"{path}: no 'timeseries' column; a Capfinder CSV has the header "
-                                      f"{','.join(CAPFINDER_COLUMNS)} (its header is: {','.join(header)[:200]})")
+                                      f"{','.join(CAPFINDER_COLUMNS)} (its header is: {brief(','.join(header), 200)})")
                 i_id = header.index("read_id") if "read_id" in header else None
                 i_cls = header.index("cap_class") if "cap_class" in header else None
                 i_ts = header.index("timeseries")
@@ -190,7 +191,7 @@ def _load_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     try:
         X, y = load_from_ts_file(str(path))
     except Exception as exc:  # aeon raises IOError/ValueError/TsFileParseException subclasses
-        raise IngestError(f"{path}: not a readable .ts file ({str(exc).splitlines()[0][:160]})") from exc
+        raise IngestError(f"{path}: not a readable .ts file ({brief(exc)})") from exc
     series = [np.asarray(x, dtype=np.float64) for x in X]
     labels = np.full(len(series), "") if y is None or np.ndim(y) == 0 else np.asarray(y).astype(str)
     return series, labels

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import html
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,6 +17,8 @@ from taxotrain.config import ConfigError
 from taxotrain.data.store import SPLITS, Store
 from taxotrain.evaluation.hierarchy import hierarchy_metrics, record_heights
 from taxotrain.evaluation.metrics import confusion, evaluate_probs, per_rank
+from taxotrain.evaluation.mistakes import Mistake, worst_mistakes
+from taxotrain.evaluation.page import ReportInputs, render_report
 from taxotrain.evaluation.plots import plot_confusion, plot_curves
 from taxotrain.files import atomic_path, write_text_atomic
 from taxotrain.inference.predict import predict_loader
@@ -110,13 +111,13 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     files = [_write_json(paths.metrics_json, metrics), _write_per_class(paths.per_class, rows),
              _write_predictions(paths.predictions(split), probs, labels, decoded.labels, indices,
                                 record_heights(decoded.labels, labels, run.taxonomy))]
-    confusions = []
-    for r, rank in enumerate(run.taxonomy.ranks):
-        cm = confusion(probs[rank], labels[:, r])
-        confusions.append(plot_confusion(cm, run.taxonomy, r, paths.root / f"confusion_{rank}.png"))
+    cms = [confusion(probs[rank], labels[:, r]) for r, rank in enumerate(run.taxonomy.ranks)]
+    confusions = [plot_confusion(cm, run.taxonomy, r, paths.root / f"confusion_{rank}.png")
+                  for r, (rank, cm) in enumerate(zip(run.taxonomy.ranks, cms, strict=True))]
     curves = plot_curves(paths.metrics_csv, run.taxonomy.ranks, paths.root)
     files += confusions + curves
-    report = _write_html(paths, run, metrics, rows, confusions, curves)
+    mistakes = _gallery(run, st, decoded.labels, labels, probs, indices)
+    report = _write_html(paths, run, metrics, rows, cms, curves + confusions, mistakes)
     return EvalResult(metrics, report, files + [report])
 
 
@@ -141,96 +142,20 @@ def _write_per_class(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def _fmt(v: Any) -> str:
-    return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+def _gallery(run: LoadedRun, st: Store, decoded: np.ndarray, labels: np.ndarray, probs: dict[str, np.ndarray],
+             indices: np.ndarray) -> list[Mistake]:
+    mistakes = worst_mistakes(decoded, labels, probs[run.taxonomy.finest], indices, run.taxonomy)
+    for m in mistakes:
+        m.thumbnail = run.task.thumbnail(st, m.index)
+    return mistakes
 
 
 def _write_html(paths: RunPaths, run: LoadedRun, metrics: dict[str, Any], rows: list[dict[str, Any]],
-                confusions: list[Path], curves: list[Path]) -> Path:
-    ranks = run.taxonomy.ranks
-    ev = metrics["evaluation"]
-    cfg = run.config
-    head = "".join(f"<th>{k}</th>" for k in ("rank", "classes", "records", "top-1", "top-5", "macro-F1",
-                                             "balanced acc."))
-    scores = metrics["ranks"]
-    body = "".join(
-        f"<tr><td>{html.escape(r)}</td><td>{len(run.taxonomy.names[i])}</td><td>{scores[r]['n']}</td>"
-        + "".join(f"<td>{_fmt(scores[r][k])}</td>" for k in ("top1", "top5", "macro_f1", "balanced_accuracy"))
-        + "</tr>" for i, r in enumerate(ranks))
-    per_class = "".join(
-        f"<tr><td>{html.escape(x['rank'])}</td><td>{html.escape(x['class'])}</td><td>{x['precision']:.3f}</td>"
-        f"<td>{x['recall']:.3f}</td><td>{x['f1']:.3f}</td><td>{x['support']}</td></tr>" for x in rows)
-    imgs = "".join(f'<figure><img src="{p.name}" alt="{p.stem}"><figcaption>{p.stem}</figcaption></figure>'
-                   for p in curves + confusions)
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>taxotrain report: {html.escape(paths.root.name)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222 }}
-table {{ border-collapse: collapse; margin: 1em 0 }} td, th {{ border: 1px solid #ccc; padding: 3px 8px;
-text-align: right }} td:first-child, td:nth-child(2) {{ text-align: left }} th {{ background: #f0f0f0 }}
-img {{ max-width: 100% }} figure {{ margin: 1em 0 }} .meta {{ color: #555 }}
-details {{ margin: 1em 0 }}
-</style></head><body>
-<h1>taxotrain report: {html.escape(paths.root.name)}</h1>
-<p class="meta">{html.escape(ev['split'])} split of <code>{html.escape(ev['store'])}</code>, {ev['records']} records;
-checkpoint <code>{html.escape(ev['checkpoint'])}</code>; test-time augmentation: {html.escape(ev['tta'])};
-backbone <code>{html.escape(cfg.model.backbone)}</code> on {html.escape(run.task.describe_input())};
-evaluated {html.escape(ev['date'])}.</p>
-<h2>Metrics per rank</h2>
-<table><tr>{head}</tr>{body}</table>
-{_baseline_html(metrics, ranks)}
-<p class="meta">Fractions. Records unknown at a rank are left out of that rank. Files:
-<a href="metrics.json">metrics.json</a>, <a href="per_class.csv">per_class.csv</a>,
-<a href="metrics.csv">metrics.csv</a> (per epoch), <a href="config.yaml">config.yaml</a>.</p>
-{_hierarchy_html(metrics, ranks)}
-<h2>Training curves and confusion matrices</h2>
-{imgs}
-<h2>Per class</h2>
-<details><summary>precision, recall, F1 and support of every class at every rank</summary>
-<table><tr><th>rank</th><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
-{per_class}</table></details>
-</body></html>
-"""
-    return write_text_atomic(paths.report, page)
-
-
-def _baseline_html(metrics: dict[str, Any], ranks: list[str]) -> str:
-    baselines = metrics.get("baseline") or {}
-    if not baselines:
-        return ""
-    rows = "".join(f"<tr><td>{html.escape(b['method'])}</td><td>{_fmt(b['top1'])}</td><td>{b['seconds']:.1f}</td>"
-                   f"<td>{b['train_records']}</td></tr>" for b in baselines.values())
-    return (f"<h2>Baseline</h2><table><tr><th>model</th><th>top-1</th><th>fit + predict (s)</th>"
-            f"<th>train records</th></tr><tr><td>this run</td><td>{_fmt(metrics['ranks'][ranks[-1]]['top1'])}</td>"
-            f"<td>–</td><td>–</td></tr>{rows}</table><p class=\"meta\">Fitted on the same train split as the run "
-            "and scored on the same records.</p>")
-
-
-def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
-    h = metrics.get("hierarchy")
-    if not h or len(ranks) < 2:  # one rank (e.g. a signal set's class): nothing hierarchical to show
-        return ""
-    keys = ["chain_accuracy", "partial_chain_accuracy", "mistake_severity", "mistake_tree_distance",
-            "hierarchical_distance_at_1", "hierarchical_precision", "hierarchical_recall", "hierarchical_f1"]
-    first = "".join(f"<tr><td>{k.replace('_', ' ')}</td><td>{_fmt(h.get(k))}</td></tr>" for k in keys)
-    per_rank = "".join(
-        f"<tr><td>{html.escape(r)}</td><td>{_fmt(metrics['ranks'][r]['top1'])}</td>"
-        f"<td>{_fmt(h['decoded_top1'][r])}</td>"
-        f"<td>{_fmt(h['coarse_from_fine'].get(r))}</td></tr>" for r in ranks)
-    roll = h.get("rollup")
-    roll_txt = ""
-    if roll:
-        at = ", ".join(f"{r} {v:.1%}" for r, v in roll["reported_at"].items())
-        roll_txt = (f"<p class=\"meta\">Roll-up (target precision {roll['target_precision']:.0%}, thresholds chosen "
-                    f"on val): reported at {at}; precision at the reported rank "
-                    f"{_fmt(roll['precision_at_reported_rank'])}.</p>")
-    return (f"<h2>Does the hierarchy pay?</h2>\n<table>{first}</table><table><tr><th>rank</th><th>head top-1</th>"
-            "<th>consistent path top-1</th>"
-            f"<th>finest head summed to this rank</th></tr>{per_rank}</table>{roll_txt}"
-            "<p class=\"meta\">Mistake severity: mean number of ranks up to the common ancestor of a wrong finest "
-            "prediction and the truth (1 = sibling); hierarchical distance at 1 averages that height over all "
-            "records, right ones counting 0. Hierarchical P/R/F1 count every node on the predicted and true "
-            "paths (Kiritchenko et al.).</p>")
+                confusions: list[np.ndarray], figures: list[Path], mistakes: list[Mistake]) -> Path:
+    inputs = ReportInputs(name=paths.root.name, backbone=run.config.model.backbone, inputs=run.task.describe_input(),
+                          metrics=metrics, taxonomy=run.taxonomy, rows=rows, confusions=confusions, figures=figures,
+                          mistakes=mistakes)
+    return write_text_atomic(paths.report, render_report(inputs))
 
 
 def summary_line(result: EvalResult) -> str:

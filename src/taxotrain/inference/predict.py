@@ -10,36 +10,53 @@ row with its ``error`` and empty predictions; it never stops the batch.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import shlex
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from taxotrain.files import atomic_path
 from taxotrain.run import LoadedRun, load_run, torch_threads
 from taxotrain.tasks import PredictionRecord, Task
+from taxotrain.tasks.classification import DEFAULT_THRESHOLD
 
 
-def load_thresholds(run: LoadedRun) -> list[float] | None:
-    """Roll-up thresholds from ``rollup.json`` (written by evaluate); ``None`` before any evaluation."""
+@dataclass
+class Thresholds:
+    """The roll-up thresholds a prediction uses, one per rank, and where they come from."""
+
+    values: list[float]
+    source: str
+
+
+def load_thresholds(run: LoadedRun) -> Thresholds:
+    """Roll-up thresholds from ``rollup.json`` (chosen on val by evaluate); 0.5 per rank before any evaluation."""
     path = run.root / "rollup.json"
     if not path.is_file():
-        return None
-    saved = json.loads(path.read_text())["thresholds"]
-    return [float(saved.get(r, 0.5)) for r in run.taxonomy.ranks]
+        return Thresholds([DEFAULT_THRESHOLD] * len(run.taxonomy.ranks),
+                          f"{DEFAULT_THRESHOLD} at every rank: the run was never evaluated, so none were chosen "
+                          f"(taxotrain evaluate {shlex.quote(str(run.root))} chooses them on val)")
+    saved = json.loads(path.read_text())
+    values = [float(saved["thresholds"].get(r, DEFAULT_THRESHOLD)) for r in run.taxonomy.ranks]
+    shown = ", ".join(f"{r} {v:.3g}" for r, v in zip(run.taxonomy.ranks, values, strict=True))
+    return Thresholds(values, f"{shown}, chosen on {saved.get('chosen_on', 'val')} for a precision of "
+                              f"{saved.get('target_precision', '?')}")
 
 
 def predict_records(run: LoadedRun, inputs: Sequence[str | Path], topk: int = 5, batch_size: int = 64,
-                    workers: int | None = None, tta: str = "auto") -> Iterator[PredictionRecord]:
-    """A prediction record per input record, in order (the task reads ``inputs``: files, folders)."""
+                    workers: int | None = None, tta: str = "auto",
+                    thresholds: Thresholds | None = None) -> Iterator[list[PredictionRecord]]:
+    """The prediction records of each batch of inputs, in order (the task reads ``inputs``: files, folders)."""
     task = run.task
     tta = task.resolve_tta(tta)
-    thresholds = load_thresholds(run)
+    values = (thresholds or load_thresholds(run)).values
     for batch in task.prediction_batches(inputs, batch_size, task.workers(workers)):
         outputs = task.predict_step(run.model, {"input": batch.input}, tta) if batch.input is not None else {}
-        yield from task.records(outputs, batch, thresholds, topk)
+        yield task.records(outputs, batch, values, topk)
 
 
 def predict_loader(task: Task, model: torch.nn.Module, loader: Iterable[dict[str, torch.Tensor]], tta: str = "none",
@@ -58,19 +75,43 @@ def predict_loader(task: Task, model: torch.nn.Module, loader: Iterable[dict[str
     return {k: np.concatenate(v) for k, v in outputs.items()}, np.concatenate(labels), np.concatenate(indices)
 
 
+@dataclass
+class Written:
+    """What ``predict`` wrote: the CSV, its rows, how many were errors, and the roll-up thresholds used."""
+
+    path: Path
+    rows: int
+    errors: int
+    thresholds: Thresholds
+
+    def summary(self) -> str:
+        """One line for the log."""
+        return (f"predicted {self.rows - self.errors} record(s), {self.errors} unreadable (see the error column) -> "
+                f"{self.path}; roll-up thresholds: {self.thresholds.source}")
+
+
 def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, topk: int = 5,
-                      batch_size: int = 64, workers: int | None = None, tta: str = "auto") -> tuple[Path, int, int]:
-    """Predict every record under ``inputs`` with the run's best checkpoint into the CSV ``out``; returns (csv, rows,
-    errors)."""
+                      batch_size: int = 64, workers: int | None = None, tta: str = "auto") -> Written:
+    """Predict every record under ``inputs`` with the run's best checkpoint into the CSV ``out``.
+
+    Rows are written and flushed batch by batch, so whatever stops the run (a kill, a crash in a decoder) leaves the
+    rows of every batch already predicted in ``out``.
+    """
     run = load_run(run_dir)
+    thresholds = load_thresholds(run)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     n = errors = 0
-    with torch_threads(run.config.trainer.cpu_threads), atomic_path(out) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=run.task.prediction_columns(topk))
-        writer.writeheader()
-        for record in predict_records(run, inputs, topk, batch_size, workers, tta):
-            writer.writerow(run.task.prediction_row(record))
-            n += 1
-            errors += bool(record.error)
-    return out, n, errors
+    with torch_threads(run.config.trainer.cpu_threads):
+        batches = predict_records(run, inputs, topk, batch_size, workers, tta, thresholds)
+        first = next(batches, [])  # inputs are found and the first batch is read before `out` is touched
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=run.task.prediction_columns(topk))
+            writer.writeheader()
+            for records in itertools.chain([first], batches):
+                for record in records:
+                    writer.writerow(run.task.prediction_row(record))
+                    n += 1
+                    errors += bool(record.error)
+                fh.flush()
+    return Written(out, n, errors, thresholds)

@@ -10,7 +10,7 @@ from typing import Any
 import timm
 import torch
 
-from taxotrain.errors import TaxotrainError
+from taxotrain.errors import TaxotrainError, brief
 
 
 class BackboneError(TaxotrainError):
@@ -62,7 +62,7 @@ def create_backbone(
             ValueError) as exc:  # a local file is the user's input: whatever is wrong with it is one line
         if not pretrained_path:
             raise
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        first = brief(exc)
         if "unsupported global" in str(exc).lower():  # a pickle that needs code to load: never loaded
             why = ("it holds pickled objects, which are never loaded (unsafe): save a plain state_dict "
                    "(torch.save(model.state_dict(), path)) or a .safetensors file")

@@ -70,12 +70,14 @@ class InputBatch:
 @dataclass
 class PredictionRecord:
     """One predicted record: its ids, the consistent label and score per rank (``None`` where the path skips a
-    rank), the roll-up (deepest confident rank and label), the finest rank's top-k, extra columns and any error."""
+    rank), the roll-up (deepest confident rank, its label and the threshold it passed), the finest rank's top-k,
+    extra columns and any error."""
 
     ids: dict[str, str]
     labels: dict[str, tuple[str | None, float]] = field(default_factory=dict)
     topk: list[tuple[str, float]] = field(default_factory=list)
     deepest: tuple[str, str] | None = None
+    deepest_threshold: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
     error: str = ""
 

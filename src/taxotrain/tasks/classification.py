@@ -142,7 +142,8 @@ class RankClassification:
     def columns(self, topk: int) -> list[str]:
         """Prediction CSV columns: label and score per rank, the roll-up, the finest rank's top-k."""
         fine, k = self.taxonomy.finest, min(topk, self.taxonomy.num_classes[-1])
-        return ([c for r in self.ranks for c in (r, f"{r}_score")] + ["deepest_rank", "deepest_label"]
+        rollup = ["deepest_rank", "deepest_label", "deepest_threshold"]
+        return ([c for r in self.ranks for c in (r, f"{r}_score")] + rollup
                 + [c for i in range(1, k + 1) for c in (f"{fine}_top{i}", f"{fine}_top{i}_score")])
 
     def records(self, probs: dict[str, np.ndarray], batch: InputBatch, thresholds: list[float] | None,
@@ -151,9 +152,10 @@ class RankClassification:
         ``None`` = 0.5) and the top-k; ``probs`` has a row per readable input, in order."""
         tax = self.taxonomy
         readable = sum(not e for e in batch.errors)
+        thresholds = thresholds or [DEFAULT_THRESHOLD] * len(self.ranks)
         if readable:
             decoded = decode(probs, tax)
-            deepest, _ = roll_up(decoded, thresholds or [DEFAULT_THRESHOLD] * len(self.ranks))
+            deepest, _ = roll_up(decoded, thresholds)
             fine = probs[tax.finest]
         k = min(topk, tax.num_classes[-1])
         out, row = [], 0
@@ -168,7 +170,7 @@ class RankClassification:
             d = int(deepest[row])
             rolled = (self.ranks[d], tax.names[d][decoded.labels[row, d]]) if d >= 0 else None
             out.append(PredictionRecord(batch.ids[b], labels, [(tax.names[-1][i], float(fine[row, i])) for i in order],
-                                        rolled, extra))
+                                        rolled, thresholds[d] if d >= 0 else None, extra))
             row += 1
         return out
 
@@ -179,6 +181,8 @@ class RankClassification:
             row[rank], row[f"{rank}_score"] = label or "", round(score, 6) if label else ""
         if record.deepest:
             row["deepest_rank"], row["deepest_label"] = record.deepest
+            threshold = record.deepest_threshold
+            row["deepest_threshold"] = round(threshold, 6) if threshold is not None else ""
         fine = self.taxonomy.finest
         for i, (label, score) in enumerate(record.topk, 1):
             row[f"{fine}_top{i}"], row[f"{fine}_top{i}_score"] = label, round(score, 6)

@@ -1,10 +1,9 @@
-"""Callbacks: per-epoch metrics.csv, RNG state in checkpoints, plain progress lines, atomic checkpoint writes."""
+"""Callbacks: per-epoch metrics.csv, RNG state in checkpoints, atomic checkpoint writes, moved-run-safe checkpoints."""
 
 from __future__ import annotations
 
 import csv
 import random
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -83,38 +82,6 @@ class RNGState(L.Callback):
         np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class PlainProgress(L.Callback):
-    """Log lines instead of a progress bar when output is not a terminal (CI logs, ``nohup``, files)."""
-
-    def __init__(self, every_n_steps: int = 50, stream: Any = None) -> None:
-        self.every = every_n_steps
-        self.stream = stream or sys.stdout
-        self._t0 = time.time()
-
-    def _print(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t0 = time.time()
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        if (batch_idx + 1) % self.every == 0 and trainer.global_rank == 0:
-            rate = (batch_idx + 1) / max(1e-9, time.time() - self._t0)
-            loss = getattr(pl_module, "train_loss_mean", float("nan"))
-            self._print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} step {batch_idx + 1}/"
-                        f"{trainer.num_training_batches} loss {loss:.4f} {rate:.1f} it/s")
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.global_rank != 0:
-            return
-        m = trainer.callback_metrics
-        parts = [f"{k.removeprefix('val/')} {float(v):.4f}" for k, v in m.items()
-                 if k.startswith("val/") and (k.endswith("/top1") or k == "val/loss")]
-        self._print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done in {time.time() - self._t0:.0f}s: "
-                    f"train loss {getattr(pl_module, 'train_loss_mean', float('nan')):.4f}; val " + ", ".join(parts))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -7,6 +7,7 @@ magnitude); val and test use the final stage's settings. What a sample is comes 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -18,6 +19,7 @@ from taxotrain.data.store import Store
 from taxotrain.stages import Stage, expand_stages, stage_at
 from taxotrain.tasks import Task
 from taxotrain.taxonomy import NULL
+from taxotrain.training.interrupt import ResumableLoader, ResumePoint, ignore_sigint_in_worker
 from taxotrain.training.progressive import probe_batch_size
 
 
@@ -26,6 +28,7 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __init__(self, n: int, seed: int) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
+        self.skip = 0  # records to leave out at the start of the epoch: those a mid-epoch checkpoint had trained on
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of each epoch."""
@@ -33,7 +36,7 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        return iter(torch.randperm(self.n, generator=g)[self.skip :].tolist())
 
     def __len__(self) -> int:
         return self.n
@@ -73,16 +76,26 @@ class TaskDataModule(L.LightningDataModule):
         self._train: tuple[int, DataLoader] | None = None  # (stage index, loader), reused within a stage
         self.batch_sizes: dict[int, int] = {}  # stage index -> resolved batch size
         self.workers = task.workers()
+        self.resume_point = ResumePoint()
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in checkpoints: the batches of the current epoch trained on (0 except after a Ctrl+C mid-epoch)."""
+        return {"batches_trained": self.resume_point.trained}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """A resumed run's first epoch skips the batches the checkpoint had already trained on."""
+        self.resume_point.skip = int(state.get("batches_trained", 0))
 
     def dataset(self, split: str, train: bool = False, stage: Stage | None = None) -> Dataset:
         """The dataset of one split, with training (at ``stage``'s settings) or evaluation transforms."""
         labels = hide_labels(self.store, self.cfg.data.hide_labels, self.cfg.run.seed) if split == "train" else None
         return self.task.dataset(self.store, split, train=train, stage=stage, labels=labels)
 
-    def _loader(self, ds: Dataset, batch_size: int, sampler: Sampler | None, drop_last: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=drop_last,
-                          num_workers=self.workers, persistent_workers=self.workers > 0,
-                          pin_memory=torch.cuda.is_available(), prefetch_factor=4 if self.workers else None)
+    def _loader(self, ds: Dataset, batch_size: int, sampler: Sampler | None, drop_last: bool) -> dict[str, Any]:
+        return {"dataset": ds, "batch_size": batch_size, "sampler": sampler, "shuffle": False, "drop_last": drop_last,
+                "num_workers": self.workers, "persistent_workers": self.workers > 0,
+                "pin_memory": torch.cuda.is_available(), "prefetch_factor": 4 if self.workers else None,
+                "worker_init_fn": ignore_sigint_in_worker if self.workers else None}
 
     def current_stage(self) -> Stage:
         """The stage of the trainer's current epoch (the first stage before training starts)."""
@@ -128,13 +141,14 @@ class TaskDataModule(L.LightningDataModule):
             return self._train[1]  # same stage: keep the loader (and its persistent workers)
         ds = self.dataset("train", train=True, stage=stage)
         batch = self.stage_batch_size(stage)
-        drop_last = len(ds) > batch  # a last batch of 1 breaks batch norm
-        loader = self._loader(ds, batch, EpochShuffleSampler(len(ds), self.cfg.run.seed), drop_last)
+        drop_last = len(ds) % batch == 1 and len(ds) > 1  # only a last batch of 1, which breaks batch norm
+        loader = ResumableLoader(**self._loader(ds, batch, EpochShuffleSampler(len(ds), self.cfg.run.seed), drop_last),
+                                 resume_point=self.resume_point)
         self._train = (stage.index, loader)
         return loader
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val"), self.cfg.data.batch_size * 2, None, False)
+        return DataLoader(**self._loader(self.dataset("val"), self.cfg.data.batch_size * 2, None, False))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test"), self.cfg.data.batch_size * 2, None, False)
+        return DataLoader(**self._loader(self.dataset("test"), self.cfg.data.batch_size * 2, None, False))

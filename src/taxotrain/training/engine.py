@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -13,16 +14,18 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging
 
 from taxotrain.config import Config, ConfigError, config_to_dict, save_config
 from taxotrain.data.store import Store
 from taxotrain.run import CKPT_KEY, RunError, RunPaths, read_checkpoint, torch_threads
 from taxotrain.stages import expand_stages, is_progressive, max_drop_path
 from taxotrain.tasks import create_task
-from taxotrain.training.callbacks import AtomicCheckpointIO, EpochCSV, PlainProgress, RNGState, RunCheckpoint
+from taxotrain.training.callbacks import AtomicCheckpointIO, EpochCSV, RNGState, RunCheckpoint
 from taxotrain.training.datamodule import TaskDataModule
+from taxotrain.training.interrupt import FitInterrupted, GracefulInterrupt
 from taxotrain.training.module import TaskModule
+from taxotrain.training.progress import PlainProgress, TrainProgressBar
 from taxotrain.training.progressive import StageRegularization
 
 
@@ -174,6 +177,7 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
     warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     dm = TaskDataModule(task, store, stages)
@@ -199,7 +203,7 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
         return {**task.epoch_columns(stage), "batch_size": dm.stage_batch_size(stage)}
 
     all_callbacks: list[L.Callback] = [EpochCSV(paths.metrics_csv, stage_columns), StageRegularization(stages),
-                                       RNGState(), *(callbacks or []), checkpoint, last]
+                                       RNGState(), *(callbacks or []), checkpoint, last, GracefulInterrupt(paths.last)]
     if cfg.trainer.ema:
         all_callbacks.insert(0, EMAWeightAveraging(decay=cfg.trainer.ema_decay))
     if cfg.trainer.early_stopping_patience is not None:
@@ -207,7 +211,7 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
                                        patience=cfg.trainer.early_stopping_patience))
     progress = _progress_mode(cfg)
     if progress == "rich":
-        all_callbacks.append(RichProgressBar())
+        all_callbacks.append(TrainProgressBar())
     elif progress == "plain":
         all_callbacks.append(PlainProgress(cfg.trainer.log_every_n_steps))
 
@@ -232,7 +236,12 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
             f"drop-path {s.drop_path_rate:.2f}" for s in stages), flush=True)
     t0 = time.time()
     with torch_threads(cfg.trainer.cpu_threads):
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        except FitInterrupted as exc:
+            print(f"taxotrain fit: {exc}; saved {paths.last}. Resume with: taxotrain fit --resume auto "
+                  f"run.dir={shlex.quote(str(paths.root))}", file=sys.stderr, flush=True)
+            raise KeyboardInterrupt from exc
     score = checkpoint.best_model_score
     return FitResult(paths.root, paths.best, monitor, float(score) if score is not None else None,
                      trainer.current_epoch, time.time() - t0)

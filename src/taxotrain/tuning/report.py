@@ -20,6 +20,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from taxotrain.config import Config, nested
+from taxotrain.errors import brief
 from taxotrain.files import atomic_path, write_text_atomic
 
 PLOTS = ("optimization_history", "param_importances", "intermediate_values")
@@ -127,7 +128,7 @@ def write_plots(study: optuna.Study, out: Path, seed: int = 0) -> dict[str, Path
                 plt.close(fig)
             made[name] = out / f"{name}.png"
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. all values equal: no importances
-            made[name] = f"not drawn: {str(exc).splitlines()[0][:120]}"
+            made[name] = f"not drawn: {brief(exc, 120)}"
             plt.close("all")
     return made
 

@@ -33,7 +33,7 @@ import optuna
 from optuna.trial import TrialState
 
 from taxotrain.config import Config, ConfigError, TuneConfig, config_to_dict, nested, save_config, validate_tree
-from taxotrain.errors import TaxotrainError
+from taxotrain.errors import TaxotrainError, brief
 from taxotrain.training.engine import FitResult
 from taxotrain.tuning.storage import HEARTBEAT_S, make_pruner, open_storage, storage_url
 from taxotrain.tuning.trial_result import TrialResult
@@ -111,7 +111,7 @@ def load_study(cfg: Config) -> optuna.Study:
         raise ConfigError(f"tune.storage {url!r} needs a database driver ({exc}); install it, e.g. "
                           "pip install psycopg2-binary") from exc
     except Exception as exc:  # sqlalchemy raises many kinds; the user needs the URL and the first line
-        raise ConfigError(f"tune.storage {url!r} cannot be opened ({str(exc).splitlines()[0][:160]}); check the "
+        raise ConfigError(f"tune.storage {url!r} cannot be opened ({brief(exc)}); check the "
                           "URL, e.g. postgresql://user:password@host/db") from exc
     names = optuna.get_all_study_names(storage)
     study = optuna.create_study(study_name=name, storage=storage, direction=direction(cfg), load_if_exists=True,
@@ -272,7 +272,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, tcfg: Config, metric: st
     # the exception line of a traceback (ValueError: ...), or the one-line error of a taxotrain command
     error = next((ln for ln in reversed(lines) if _EXC_LINE.search(ln)), lines[-1] if lines else "")
     state = "interrupted" if interrupts.count else "failed"
-    return Outcome(state, None, _epochs_done(run_dir), None, error.strip()[:300] or f"exit code {proc.returncode}")
+    return Outcome(state, None, _epochs_done(run_dir), None, brief(error, 300) or f"exit code {proc.returncode}")
 
 
 def _epochs_done(run_dir: Path) -> int:
