@@ -21,6 +21,7 @@ ALLOWED = {
     "inference": CORE | {"data", "tasks", "run"},
     "evaluation": CORE | {"data", "tasks", "run", "inference"},
     "tuning": CORE | {"training"},
+    "export": CORE | {"data", "tasks", "run", "inference"},
     **{core: CORE for core in CORE - {"taxotrain"}},
 }
 
@@ -37,8 +38,9 @@ def test_no_module_imports_a_higher_layer() -> None:
         if me not in ALLOWED:
             continue  # the top: __init__, cli, demo, docs
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("taxotrain"):
-                other = _layer(node.module)
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            if module and (module == "taxotrain" or module.startswith("taxotrain.")):  # taxotrain_runtime: below all
+                other = _layer(module)
                 if other != me and other not in ALLOWED[me]:
                     wrong.append(f"{path.relative_to(PACKAGE)} imports {node.module}")
     assert not wrong, wrong
@@ -58,3 +60,20 @@ def test_importing_the_library_and_listing_tasks_loads_no_heavy_library() -> Non
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+RUNTIME = PACKAGE.parents[1] / "runtime" / "src" / "taxotrain_runtime"
+RUNTIME_MAY_IMPORT = {"numpy", "PIL", "onnxruntime", "taxotrain_runtime"}
+
+
+def test_the_runtime_imports_only_numpy_pillow_onnxruntime_and_the_standard_library() -> None:
+    wrong = []
+    for path in RUNTIME.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            for name in names:
+                top = name.split(".")[0]
+                if top not in RUNTIME_MAY_IMPORT and top not in sys.stdlib_module_names:
+                    wrong.append(f"{path.name} imports {name}")
+    assert RUNTIME.is_dir() and not wrong, wrong

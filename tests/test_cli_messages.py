@@ -38,19 +38,23 @@ def test_demo_help_mentions_both_halves(capsys: pytest.CaptureFixture[str]) -> N
     assert "OSULeaf" in text and "signal" in text and "synthetic" in text
 
 
-def test_a_train_split_just_over_one_batch_is_trained_whole(synthetic_store: Path) -> None:
+def test_a_last_batch_of_at_least_half_a_batch_is_trained(synthetic_store: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from taxotrain.config import load_config
     from taxotrain.data.store import Store
     from taxotrain.tasks import create_task
-    from taxotrain.training.datamodule import TaskDataModule
+    from taxotrain.training.datamodule import TaskDataModule, drops_last_batch
 
+    assert not drops_last_batch(120, 64)  # the case: 120 records at batch 64 train 120, not 64
+    assert drops_last_batch(180, 16) and drops_last_batch(129, 64) and not drops_last_batch(128, 64)
     store = Store(synthetic_store)
     n = len(store.splits["train"])
-    for batch, expected in ((n - 8, n), (n - 1, n - 1)):  # a last batch of 8 is kept; only a last batch of 1 goes
+    for batch, expected in ((n // 2 + 4, n), (n - 2, n - 2)):  # a last batch over half a batch is kept, 2 are not
         cfg = load_config(None, [f"data.batch_size={batch}", *TINY[:2], "data.num_workers=0"])
         dm = TaskDataModule(create_task(cfg, store=store), store)
         seen = sum(len(b["input"]) for b in dm.train_dataloader())
         assert seen == expected, (batch, seen)
+    assert "leaves out the last 2 of" in capsys.readouterr().out  # and says so
 
 
 @pytest.mark.parametrize("command", ["fit", "tune"])

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-baseline", action="store_true", help="signal runs: skip the MiniRocket baseline")
 
     s = sub.add_parser("predict", help="classify image files and folders (or signal files) into a CSV")
-    s.add_argument("run", type=Path, help="run folder (or .ckpt file)")
+    s.add_argument("run", type=Path, help="run folder (or .ckpt file), or a bundle folder written by `taxotrain "
+                   "export` (runs on ONNX Runtime)")
     s.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively); for a signal run: "
                    "Capfinder CSVs, .ts or NumPy files")
     s.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default predictions.csv)")
@@ -98,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation: average over flips / all 8 flips+rotations; auto (default) = the "
                    "flips and rotations the run trained with (dihedral for the default augmentation), none for "
                    "signals; none is fastest")
+
+    s = sub.add_parser("export", help="write a run as an inference bundle (ONNX and/or TorchScript) that runs "
+                       "without the training stack, checked against PyTorch on real test records")
+    s.add_argument("run", type=Path, help="run folder (or .ckpt file)")
+    s.add_argument("--out", type=Path, required=True, help="bundle folder to write (new or empty)")
+    s.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "all"],
+                   help="model format(s) (default onnx; `taxotrain-runtime` and `taxotrain predict BUNDLE` need onnx)")
+    s.add_argument("--checkpoint", default="best", choices=["best", "last"], help="checkpoint (default best)")
+    s.add_argument("--store", type=Path, help="store whose test split checks the export (default: the run's)")
+    s.add_argument("--records", type=int, default=1000, help="test records the parity check runs on (default 1000)")
 
     s = sub.add_parser("demo", help="the whole path on bundled data: prepare, fit, evaluate and predict on a generated "
                        "3-rank image set, then on OSULeaf leaf outlines (a real 1-D signal set in the aeon wheel)",
@@ -255,6 +266,15 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     print(written.summary())
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from taxotrain.export import export_run
+
+    formats = ["onnx", "torchscript"] if args.format == "all" else [args.format]
+    exported = export_run(args.run, args.out, formats, checkpoint=args.checkpoint, store=args.store,
+                          records=args.records)
+    print(exported.summary())
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from taxotrain.demo import run_demo
 
@@ -264,7 +284,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"init-config": _cmd_init_config, "prepare": _cmd_prepare, "fit": _cmd_fit, "tune": _cmd_tune,
-            "evaluate": _cmd_evaluate, "predict": _cmd_predict, "demo": _cmd_demo}
+            "evaluate": _cmd_evaluate, "predict": _cmd_predict, "export": _cmd_export, "demo": _cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from taxotrain.evaluation.hierarchy import hierarchy_metrics
-from taxotrain.tasks.decoding import choose_thresholds, decode, endpoint_heights, endpoints, roll_up
 from taxotrain.taxonomy import NULL, Taxonomy
+from taxotrain_runtime.decoding import choose_thresholds, decode, endpoint_heights, endpoints, roll_up
 
 RANKS = ["family", "genus", "species"]
 TAX = Taxonomy.from_rows(RANKS, [("F1", "G1", "S1"), ("F1", "G1", "S2"), ("F1", "G2", "S3"), ("F2", "G3", "S4"),
@@ -94,7 +94,7 @@ def test_roll_up_stops_at_the_deepest_confident_rank() -> None:
     decoded[wrong, 2] = np.where(decoded[wrong, 2] == path("S1")[2], path("S2")[2], path("S5")[2])
     th = choose_thresholds(scores, decoded, target, precision=0.99)
     assert th[1] <= 0.8 and 0.5 <= th[2] <= 0.6  # genus takes what species leaves; family then gets nothing
-    from taxotrain.tasks.decoding import Decoded
+    from taxotrain_runtime.decoding import Decoded
 
     deepest, label = roll_up(Decoded(decoded, scores), th)
     assert (deepest[~wrong] == 2).all() and (deepest[wrong] == 1).all()
@@ -140,7 +140,7 @@ def _cascade_case(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_thresholds_are_chosen_for_the_cascade_and_keep_their_precision_on_other_records() -> None:
-    from taxotrain.tasks.decoding import Decoded, rollup_precision
+    from taxotrain_runtime.decoding import Decoded, rollup_precision
 
     scores, decoded, target = _cascade_case(0)
     th = choose_thresholds(scores, decoded, target, precision=0.9)

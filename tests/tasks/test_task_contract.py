@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import default_collate
@@ -89,11 +90,14 @@ def test_task_contract(name: str, sources: dict[str, tuple[Path, list[Path]]], t
     torch.save(ckpt, tmp_path / "model.ckpt")
     run = load_run(tmp_path / "model.ckpt")
     assert run.task.name == name and run.task.spec == task.spec
-    inputs_only = {"input": batch["input"]}
+    raw = default_collate([task.inference_dataset(store, "test")[i] for i in range(8)])
+    assert raw["input"].shape == task.example_input(8).shape and raw["input"].dtype == task.example_input(8).dtype
+    inputs_only = {"input": raw["input"]}
     mine = task.predict_step(model, inputs_only, task.resolve_tta("auto"))
     theirs = run.task.predict_step(run.model, inputs_only, run.task.resolve_tta("auto"))
-    assert mine.keys() == theirs.keys() and all(torch.allclose(torch.from_numpy(mine[k]), torch.from_numpy(theirs[k]),
-                                                               atol=1e-6) for k in mine)
+    assert list(mine) == task.taxonomy.ranks and mine.keys() == theirs.keys()
+    assert all(torch.allclose(torch.from_numpy(mine[k]), torch.from_numpy(theirs[k]), atol=1e-6) for k in mine)
+    assert all(np.allclose(p.sum(1), 1, atol=1e-5) for p in mine.values())
 
     # files to predict become one record each, with the columns the task promises
     records, total = [], 0

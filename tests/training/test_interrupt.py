@@ -34,12 +34,9 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def store(synthetic_set: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    images, taxonomy = synthetic_set
-    out = tmp_path_factory.mktemp("interrupt") / "s.h5"
-    assert main(["prepare", str(images), "--taxonomy", str(taxonomy), "--ranks", "family,genus,species",
-                 "--out", str(out)]) == 0
-    return out
+def store(synthetic_store: Path) -> Path:
+    """The synthetic store (prepared once per session)."""
+    return synthetic_store
 
 
 def _args(store: Path, run: Path) -> list[str]:

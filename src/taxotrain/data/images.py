@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 from taxotrain.config import AugmentConfig
 from taxotrain.data.store import Store
 from taxotrain.data.verify import verify_bytes
+from taxotrain_runtime.images import TTA_VIEWS, load_image, resize_pad
 
 
 def decode_bytes(data: np.ndarray | bytes, channels: int) -> torch.Tensor:
@@ -147,22 +148,36 @@ def build_transforms(
     return v2.Compose(steps)
 
 
-class ImageFiles(Dataset):
-    """Image files to predict: ``{"input": transformed tensor, "error": ""}``, or a blank input and the reason for a
-    file that cannot be read (so one bad file never stops a batch)."""
+class InferenceImage:
+    """What evaluate, predict and exported bundles feed a model: the image decoded by the runtime's code (Pillow),
+    resized and padded by it (:func:`taxotrain_runtime.images.resize_pad`), as raw ``uint8`` ``[C, S, S]``; the
+    model's first step normalises it. Takes a file's path or encoded bytes (a store record); picklable."""
 
-    def __init__(self, files: list[Path], transform: Any, channels: int, size: int) -> None:
-        self.files, self.transform, self.channels, self.size = files, transform, channels, size
+    def __init__(self, channels: int, size: int, fill: str | int) -> None:
+        self.channels, self.size, self.fill = channels, size, fill
+
+    def __call__(self, source: Path | str | bytes | np.ndarray) -> torch.Tensor:
+        image = resize_pad(load_image(source, self.channels), self.size, self.fill)
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+
+
+class ImageFiles(Dataset):
+    """Image files to predict: ``{"input": prepared uint8 image, "error": ""}``, or a blank input and the reason
+    for a file that cannot be read (so one bad file never stops a batch)."""
+
+    def __init__(self, files: list[Path], prepare: InferenceImage) -> None:
+        self.files, self.prepare = files, prepare
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         try:
-            return {"input": self.transform(read_image_file(self.files[i], self.channels)), "error": ""}
-        except (OSError, ValueError, RuntimeError) as exc:
+            return {"input": self.prepare(self.files[i]), "error": ""}
+        except (OSError, ValueError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return {"input": torch.zeros(self.channels, self.size, self.size), "error": reason}
+            p = self.prepare
+            return {"input": torch.zeros(p.channels, p.size, p.size, dtype=torch.uint8), "error": reason}
 
 
 def image_norm(store: Store, channels: int) -> tuple[list[float], list[float]]:
@@ -181,11 +196,9 @@ class DecodeImage:
         return decode_bytes(data, self.channels)
 
 
-TTA_VIEWS = {"none": 1, "flip": 2, "dihedral": 8}  # views averaged at test time; ``auto`` picks from training
-
-
 def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
-    """Test-time views of an image batch: itself, + horizontal flip, or all 8 flips/90-degree rotations."""
+    """Test-time views of an image batch ``[B, C, H, W]``: itself, + horizontal flip, or all 8 flips/90-degree
+    rotations (the same views, in the same order, as :func:`taxotrain_runtime.images.views`)."""
     if tta not in TTA_VIEWS:
         raise ValueError(f"--tta {tta!r}: choose one of {', '.join(TTA_VIEWS)}")
     if tta == "none":

@@ -12,9 +12,12 @@ from pathlib import Path
 
 from taxotrain.errors import TaxotrainError
 from taxotrain.taxonomy import Taxonomy, TaxonomyError
+from taxotrain_runtime.images import IMAGE_SUFFIXES
+from taxotrain_runtime.images import find_images as runtime_find_images
+
+__all__ = ["IMAGE_SUFFIXES", "IngestError", "find_images", "from_folder", "from_manifest"]
 
 PATH_COLUMN = "filepath"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 
 
 class IngestError(TaxotrainError):
@@ -41,18 +44,12 @@ class Ingested:
 
 
 def find_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files given directly, plus image files found recursively (sorted, hidden ones skipped) under given folders."""
-    found: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
-        elif p.exists():
-            found.append(p)
-        else:
-            raise IngestError(f"{p}: no such file or folder to predict")
-    return found
+    """Files given directly, plus image files found recursively (sorted, hidden ones skipped) under given folders
+    (the runtime's search, with a path that does not exist as an :class:`IngestError`)."""
+    try:
+        return runtime_find_images(list(inputs))
+    except FileNotFoundError as exc:
+        raise IngestError(str(exc)) from exc
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:

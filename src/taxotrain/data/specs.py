@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
+from taxotrain_runtime.images import TTA_VIEWS
+
 IMAGE_KIND, SIGNAL_KIND = "image", "signal"  # the input (and store) kinds; each task names the kind it reads
 
-# test-time view sets of image models: name -> number of views averaged (``auto`` picks from training)
-TTA_VIEWS = {"none": 1, "flip": 2, "dihedral": 8}
-TTA_MODES = ("auto", *TTA_VIEWS)
+TTA_MODES = ("auto", *TTA_VIEWS)  # the test-time view sets of image models; ``auto`` picks from training
 
 _SPECS: dict[str, type[InputSpec]] = {}
 

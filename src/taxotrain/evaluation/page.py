@@ -220,10 +220,16 @@ def _pairs_table(inp: ReportInputs, r: int) -> str:
             f"common ancestor</th></tr></thead><tbody>{body}</tbody></table>")
 
 
+def _per_rank(inp: ReportInputs, table: Any, with_count: bool) -> list[str]:
+    """One collapsible block per rank, finest first and open, holding ``table(inp, r)``."""
+    ranks, sizes = inp.taxonomy.ranks, inp.taxonomy.num_classes
+    return [f"<details{' open' if r == len(ranks) - 1 else ''}><summary>{_e(rank)}"
+            f"{f' ({sizes[r]} classes)' if with_count else ''}</summary>{table(inp, r)}</details>"
+            for r, rank in reversed(list(enumerate(ranks)))]
+
+
 def _pairs_html(inp: ReportInputs) -> str:
-    ranks = inp.taxonomy.ranks
-    parts = [f"<details{' open' if r == len(ranks) - 1 else ''}><summary>{_e(rank)}</summary>"
-             f"{_pairs_table(inp, r)}</details>" for r, rank in reversed(list(enumerate(ranks)))]
+    parts = _per_rank(inp, _pairs_table, with_count=False)
     return ("<h2 id=\"pairs\">Most confused pairs</h2><p class=\"meta\">The largest off-diagonal cells of each "
             "rank's confusion matrix (each rank's own head), by number of records; share: of the true class's "
             "records; tree distance: edges between the two classes in the taxonomy.</p>" + "".join(parts))
@@ -245,10 +251,7 @@ def _per_class_table(inp: ReportInputs, r: int) -> str:
 
 
 def _per_class_html(inp: ReportInputs) -> str:
-    ranks = inp.taxonomy.ranks
-    parts = [f"<details{' open' if r == len(ranks) - 1 else ''}><summary>{_e(rank)} "
-             f"({inp.taxonomy.num_classes[r]} classes)</summary>{_per_class_table(inp, r)}</details>"
-             for r, rank in reversed(list(enumerate(ranks)))]
+    parts = _per_rank(inp, _per_class_table, with_count=True)
     return ("<h2 id=\"per-class\">Per class</h2><p class=\"meta\">Each rank's own head. Click a column's header to "
             "sort by it (again to reverse). Also in <a href=\"per_class.csv\">per_class.csv</a>.</p>"
             + "".join(parts))

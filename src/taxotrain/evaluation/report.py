@@ -23,7 +23,7 @@ from taxotrain.evaluation.plots import plot_confusion, plot_curves
 from taxotrain.files import atomic_path, write_text_atomic
 from taxotrain.inference.predict import predict_loader
 from taxotrain.run import LoadedRun, RunError, RunPaths, load_run, torch_threads
-from taxotrain.tasks.decoding import choose_thresholds, decode, roll_up, rollup_precision
+from taxotrain_runtime.decoding import choose_thresholds, decode, roll_up, rollup_precision
 
 
 @dataclass
@@ -79,7 +79,7 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     nw = task.workers(workers)
 
     def split_probs(name: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        loader = DataLoader(task.dataset(st, name), batch_size=bs, shuffle=False, num_workers=nw)
+        loader = DataLoader(task.inference_dataset(st, name), batch_size=bs, shuffle=False, num_workers=nw)
         return predict_loader(task, run.model, loader, tta=tta)
 
     with torch_threads(run.config.trainer.cpu_threads):

@@ -13,16 +13,20 @@ import csv
 import itertools
 import json
 import shlex
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from taxotrain.run import LoadedRun, load_run, torch_threads
-from taxotrain.tasks import PredictionRecord, Task
-from taxotrain.tasks.classification import DEFAULT_THRESHOLD
+from taxotrain.config import Config
+from taxotrain.data.specs import InputSpec
+from taxotrain.run import LoadedRun, RunError, load_run, torch_threads
+from taxotrain.tasks import PredictionRecord, Task, create_task
+from taxotrain.taxonomy import Taxonomy
+from taxotrain_runtime.bundle import Bundle, BundleError, is_bundle
+from taxotrain_runtime.records import DEFAULT_THRESHOLD
 
 
 @dataclass
@@ -47,28 +51,58 @@ def load_thresholds(run: LoadedRun) -> Thresholds:
                               f"{saved.get('target_precision', '?')}")
 
 
-def predict_records(run: LoadedRun, inputs: Sequence[str | Path], topk: int = 5, batch_size: int = 64,
-                    workers: int | None = None, tta: str = "auto",
-                    thresholds: Thresholds | None = None) -> Iterator[list[PredictionRecord]]:
+@dataclass
+class Predictor:
+    """What predicts: a trained run's model on PyTorch, or an exported bundle on ONNX Runtime, with the task that
+    reads its inputs and names its records, and its roll-up thresholds."""
+
+    task: Task
+    thresholds: Thresholds
+    probabilities: Callable[[torch.Tensor, str], dict[str, np.ndarray]]  # raw batch, resolved tta -> probs
+    threads: int | None = None
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> Predictor:
+        """A run folder (its best checkpoint) or a checkpoint file."""
+        run = load_run(run_dir)
+        module = run.task.inference_module(run.model)
+        return cls(run.task, load_thresholds(run),
+                   lambda x, tta: run.task.predict_step(module, {"input": x}, tta), run.config.trainer.cpu_threads)
+
+    @classmethod
+    def from_bundle(cls, folder: str | Path) -> Predictor:
+        """An exported bundle: its ONNX model, spec, taxonomy and thresholds."""
+        try:
+            bundle = Bundle.open(folder)
+        except BundleError as exc:
+            raise RunError(str(exc)) from exc
+        config = Config.model_validate({"task": bundle.spec["task"]})
+        task = create_task(config, taxonomy=Taxonomy.from_dict(bundle.tree.to_dict()),
+                           spec=InputSpec.from_dict(bundle.spec["spec"]))
+        thresholds = Thresholds(bundle.thresholds, bundle.thresholds_source)
+        return cls(task, thresholds, lambda x, tta: bundle.probabilities(x.numpy(), tta))
+
+
+def predict_records(predictor: Predictor, inputs: Sequence[str | Path], topk: int = 5, batch_size: int = 64,
+                    workers: int | None = None, tta: str = "auto") -> Iterator[list[PredictionRecord]]:
     """The prediction records of each batch of inputs, in order (the task reads ``inputs``: files, folders)."""
-    task = run.task
+    task = predictor.task
     tta = task.resolve_tta(tta)
-    values = (thresholds or load_thresholds(run)).values
     for batch in task.prediction_batches(inputs, batch_size, task.workers(workers)):
-        outputs = task.predict_step(run.model, {"input": batch.input}, tta) if batch.input is not None else {}
-        yield task.records(outputs, batch, values, topk)
+        outputs = predictor.probabilities(batch.input, tta) if batch.input is not None else {}
+        yield task.records(outputs, batch, predictor.thresholds.values, topk)
 
 
 def predict_loader(task: Task, model: torch.nn.Module, loader: Iterable[dict[str, torch.Tensor]], tta: str = "none",
                    device: str | torch.device = "cpu") -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Outputs (probabilities per rank) of every batch of a store loader, with the labels ``[N, R]`` and the record
-    indices ``[N]`` (what evaluate scores)."""
-    model.eval().to(device)
+    """Outputs (probabilities per rank) of every batch of raw inputs (``task.inference_dataset``), with the labels
+    ``[N, R]`` and the record indices ``[N]`` (what evaluate scores)."""
+    module = task.inference_module(model.eval()).to(device)
     outputs: dict[str, list[np.ndarray]] = {}
     labels, indices = [], []
     for batch in loader:
         inputs = {k: v.to(device) for k, v in batch.items() if k not in ("target", "index")}
-        for name, value in task.predict_step(model, inputs, tta).items():
+        for name, value in task.predict_step(module, inputs, tta).items():
             outputs.setdefault(name, []).append(value)
         labels.append(batch["target"].numpy())
         indices.append(np.asarray(batch["index"]))
@@ -92,26 +126,27 @@ class Written:
 
 def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, topk: int = 5,
                       batch_size: int = 64, workers: int | None = None, tta: str = "auto") -> Written:
-    """Predict every record under ``inputs`` with the run's best checkpoint into the CSV ``out``.
+    """Predict every record under ``inputs`` into the CSV ``out``, with a run's best checkpoint or, when
+    ``run_dir`` is a bundle folder written by ``taxotrain export``, its ONNX model (the same CSV either way).
 
     Rows are written and flushed batch by batch, so whatever stops the run (a kill, a crash in a decoder) leaves the
     rows of every batch already predicted in ``out``.
     """
-    run = load_run(run_dir)
-    thresholds = load_thresholds(run)
+    predictor = Predictor.from_bundle(run_dir) if is_bundle(run_dir) else Predictor.from_run(run_dir)
+    task = predictor.task
     out = Path(out)
     n = errors = 0
-    with torch_threads(run.config.trainer.cpu_threads):
-        batches = predict_records(run, inputs, topk, batch_size, workers, tta, thresholds)
+    with torch_threads(predictor.threads):
+        batches = predict_records(predictor, inputs, topk, batch_size, workers, tta)
         first = next(batches, [])  # inputs are found and the first batch is read before `out` is touched
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=run.task.prediction_columns(topk))
+            writer = csv.DictWriter(fh, fieldnames=task.prediction_columns(topk))
             writer.writeheader()
             for records in itertools.chain([first], batches):
                 for record in records:
-                    writer.writerow(run.task.prediction_row(record))
+                    writer.writerow(task.prediction_row(record))
                     n += 1
                     errors += bool(record.error)
                 fh.flush()
-    return Written(out, n, errors, thresholds)
+    return Written(out, n, errors, predictor.thresholds)

@@ -29,6 +29,7 @@ from taxotrain.config import Config, ConfigError, TaskRules, register_task_rules
 from taxotrain.data.specs import InputSpec, spec_from_checkpoint
 from taxotrain.errors import TaxotrainError
 from taxotrain.taxonomy import Taxonomy
+from taxotrain_runtime.records import PredictionRecord
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,21 +66,6 @@ class InputBatch:
     ids: list[dict[str, str]]
     errors: list[str]
     extra: list[dict[str, str]] = field(default_factory=list)
-
-
-@dataclass
-class PredictionRecord:
-    """One predicted record: its ids, the consistent label and score per rank (``None`` where the path skips a
-    rank), the roll-up (deepest confident rank, its label and the threshold it passed), the finest rank's top-k,
-    extra columns and any error."""
-
-    ids: dict[str, str]
-    labels: dict[str, tuple[str | None, float]] = field(default_factory=dict)
-    topk: list[tuple[str, float]] = field(default_factory=list)
-    deepest: tuple[str, str] | None = None
-    deepest_threshold: float | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-    error: str = ""
 
 
 class Task:
@@ -129,11 +115,25 @@ class Task:
         raise NotImplementedError
 
     def example_batch(self, batch_size: int, stage: Stage | None = None) -> dict[str, torch.Tensor]:
-        """A batch of the shape training feeds (random values; for the GPU batch-size probe and for export)."""
+        """A batch of the shape training feeds (random values; for the GPU batch-size probe)."""
+        raise NotImplementedError
+
+    def input_preprocess(self) -> nn.Module:
+        """The normalisation that turns a raw input into what the model was trained on (inside exported models)."""
+        raise NotImplementedError
+
+    def inference_dataset(self, store: Store, split: str) -> Dataset:
+        """Records of ``split`` as raw inputs prepared the way ``predict`` and exported bundles prepare files (dict
+        samples: ``input``, ``target``, ``index``); what evaluate scores."""
+        raise NotImplementedError
+
+    def example_input(self, batch_size: int) -> torch.Tensor:
+        """A batch of raw inputs of the inference shape (what export traces with)."""
         raise NotImplementedError
 
     def prediction_batches(self, inputs: Sequence[str | Path], batch_size: int, workers: int) -> Iterator[InputBatch]:
-        """Read the files and folders a user gives ``predict`` as batches, an unreadable record as an error."""
+        """Read the files and folders a user gives ``predict`` as batches of raw inputs (as
+        :meth:`inference_dataset` prepares them), an unreadable record as an error."""
         raise NotImplementedError
 
     def views(self, x: torch.Tensor, tta: str) -> list[torch.Tensor]:
@@ -242,11 +242,17 @@ class Task:
         """What ``trainer.monitor: auto`` selects."""
         return f"val/{self.objective.default_metric()}"
 
+    def inference_module(self, model: nn.Module) -> nn.Module:
+        """The model as inference runs it and export writes it: raw input (what :meth:`inference_dataset` and
+        :meth:`prediction_batches` give) -> normalisation -> model -> probabilities per rank and the embedding."""
+        return self.objective.inference(model, self.input_preprocess())
+
     def predict_step(self, model: nn.Module, batch: dict[str, torch.Tensor], tta: str = "none"
                      ) -> dict[str, np.ndarray]:
-        """Model outputs for a batch as arrays (probabilities per rank), averaged over the test-time views."""
-        views = [{**batch, "input": v} for v in self.views(batch["input"], tta)]
-        return self.objective.predict(model, views)
+        """Probabilities per rank of a batch of raw inputs, averaged over the test-time views (``model`` is the
+        trained model or its :meth:`inference_module`)."""
+        module = model if hasattr(model, "output_names") else self.inference_module(model)
+        return self.objective.predict(module, self.views(batch["input"], tta))
 
     def records(self, outputs: dict[str, np.ndarray], batch: InputBatch, thresholds: list[float] | None,
                 topk: int = 5) -> list[PredictionRecord]:

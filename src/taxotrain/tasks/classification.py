@@ -19,13 +19,12 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from taxotrain.config import Config
 from taxotrain.losses import GradNorm, MultiRankLoss
 from taxotrain.models.classifier import TaxonomicClassifier, build_classifier
-from taxotrain.tasks.base import InputBatch, PredictionRecord, StepOutput
-from taxotrain.tasks.decoding import decode, roll_up
+from taxotrain.tasks.base import InputBatch, StepOutput
 from taxotrain.tasks.mixing import TaxonomyMixer
 from taxotrain.taxonomy import NULL, Taxonomy
+from taxotrain_runtime.records import PredictionRecord, make_records, rank_columns, record_row
 
 METRIC_NAMES = ("top1", "top5", "macro_f1")
-DEFAULT_THRESHOLD = 0.5  # roll-up threshold of a run whose thresholds were never chosen on val
 
 
 def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -67,6 +66,28 @@ class RankMetrics(nn.Module):
         """Forget the batches added so far."""
         for collection in self.per_rank.values():
             collection.reset()
+
+
+class RankProbabilities(nn.Module):
+    """What inference computes, and what an exported bundle holds: raw input (pixel values, or a prepared series)
+    -> ``preprocess`` (normalisation) -> model -> the softmax probabilities of each rank, in rank order, then the
+    embedding (``output_names`` names them)."""
+
+    def __init__(self, model: nn.Module, preprocess: nn.Module, ranks: list[str]) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.model = model
+        self.ranks = list(ranks)
+
+    @property
+    def output_names(self) -> list[str]:
+        """``probs_<rank>`` for every rank, then ``embedding``."""
+        return [f"probs_{rank}" for rank in self.ranks] + ["embedding"]
+
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: A002
+        features = self.model.forward_features(self.preprocess(input))
+        logits = self.model.forward_head(features)
+        return (*(logits[rank].float().softmax(-1) for rank in self.ranks), features)
 
 
 class RankClassification:
@@ -128,65 +149,32 @@ class RankClassification:
 
     # ------------------------------------------------------------------ prediction
 
+    def inference(self, model: nn.Module, preprocess: nn.Module) -> RankProbabilities:
+        """The trained model as inference runs it and export writes it: raw input in, probabilities out."""
+        return RankProbabilities(model, preprocess, self.ranks)
+
     @torch.no_grad()
-    def predict(self, model: nn.Module, views: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
-        """Softmax probabilities per rank, averaged over the views of one batch."""
-        total: dict[str, torch.Tensor] = {}
+    def predict(self, module: RankProbabilities, views: list[torch.Tensor]) -> dict[str, np.ndarray]:
+        """Probabilities per rank, averaged over the views of one batch."""
+        total: list[torch.Tensor] = []
         for view in views:
-            logits = model(**model_inputs(model, view))
-            for rank in self.ranks:
-                p = logits[rank].float().softmax(-1)
-                total[rank] = total[rank] + p if rank in total else p
-        return {rank: (p / len(views)).cpu().numpy() for rank, p in total.items()}
+            probs = module(view)[: len(self.ranks)]
+            total = [t + p for t, p in zip(total, probs, strict=True)] if total else list(probs)
+        return {rank: (p / len(views)).cpu().numpy() for rank, p in zip(self.ranks, total, strict=True)}
 
     def columns(self, topk: int) -> list[str]:
         """Prediction CSV columns: label and score per rank, the roll-up, the finest rank's top-k."""
-        fine, k = self.taxonomy.finest, min(topk, self.taxonomy.num_classes[-1])
-        rollup = ["deepest_rank", "deepest_label", "deepest_threshold"]
-        return ([c for r in self.ranks for c in (r, f"{r}_score")] + rollup
-                + [c for i in range(1, k + 1) for c in (f"{fine}_top{i}", f"{fine}_top{i}_score")])
+        return rank_columns(self.taxonomy, topk)
 
     def records(self, probs: dict[str, np.ndarray], batch: InputBatch, thresholds: list[float] | None,
                 topk: int) -> list[PredictionRecord]:
         """A record per input of ``batch``: the consistent path, the roll-up at ``thresholds`` (one per rank;
         ``None`` = 0.5) and the top-k; ``probs`` has a row per readable input, in order."""
-        tax = self.taxonomy
-        readable = sum(not e for e in batch.errors)
-        thresholds = thresholds or [DEFAULT_THRESHOLD] * len(self.ranks)
-        if readable:
-            decoded = decode(probs, tax)
-            deepest, _ = roll_up(decoded, thresholds)
-            fine = probs[tax.finest]
-        k = min(topk, tax.num_classes[-1])
-        out, row = [], 0
-        for b, error in enumerate(batch.errors):
-            extra = batch.extra[b] if batch.extra else {}
-            if error:
-                out.append(PredictionRecord(batch.ids[b], extra=extra, error=error))
-                continue
-            labels = {rank: (tax.names[r][i] if (i := int(decoded.labels[row, r])) != NULL else None,
-                             float(decoded.scores[row, r])) for r, rank in enumerate(self.ranks)}
-            order = np.argsort(-fine[row])[:k]
-            d = int(deepest[row])
-            rolled = (self.ranks[d], tax.names[d][decoded.labels[row, d]]) if d >= 0 else None
-            out.append(PredictionRecord(batch.ids[b], labels, [(tax.names[-1][i], float(fine[row, i])) for i in order],
-                                        rolled, thresholds[d] if d >= 0 else None, extra))
-            row += 1
-        return out
+        return make_records(probs, self.taxonomy, batch.ids, batch.errors, batch.extra, thresholds, topk)
 
     def row(self, record: PredictionRecord) -> dict[str, Any]:
         """A prediction record as a CSV row (the columns :meth:`columns` names, plus ids, extras and error)."""
-        row: dict[str, Any] = {**record.ids, **record.extra, "error": record.error}
-        for rank, (label, score) in record.labels.items():
-            row[rank], row[f"{rank}_score"] = label or "", round(score, 6) if label else ""
-        if record.deepest:
-            row["deepest_rank"], row["deepest_label"] = record.deepest
-            threshold = record.deepest_threshold
-            row["deepest_threshold"] = round(threshold, 6) if threshold is not None else ""
-        fine = self.taxonomy.finest
-        for i, (label, score) in enumerate(record.topk, 1):
-            row[f"{fine}_top{i}"], row[f"{fine}_top{i}_score"] = label, round(score, 6)
-        return row
+        return record_row(record, self.taxonomy)
 
 
 def _shared_parameter(model: nn.Module) -> torch.Tensor:

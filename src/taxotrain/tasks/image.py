@@ -97,8 +97,33 @@ class ImageClassification(Task):
         return {"input": torch.randn(batch_size, self.spec.channels, size, size),
                 "target": torch.zeros(batch_size, len(self.taxonomy.ranks), dtype=torch.long)}
 
+    def input_preprocess(self) -> nn.Module:
+        """Raw pixel values (0-255) to the normalised floats the model trained on."""
+        from taxotrain.data.images import ToNormalizedFloat
+
+        return ToNormalizedFloat(self.spec.mean, self.spec.std)
+
+    def _prepare(self) -> Any:
+        from taxotrain.data.images import InferenceImage
+        from taxotrain_runtime.images import pad_value
+
+        return InferenceImage(self.spec.channels, self.spec.image_size, pad_value(self.spec.pad_fill, self.spec.mean))
+
+    def inference_dataset(self, store: Store, split: str) -> Dataset:
+        """Records of ``split`` decoded, resized and padded by the runtime's code, as ``predict`` reads files."""
+        from taxotrain.data.dataset import StoreDataset, no_transform
+
+        return StoreDataset(store, store.splits[split], self._prepare(), no_transform)
+
+    def example_input(self, batch_size: int) -> torch.Tensor:
+        """Random pixel values ``uint8`` ``[B, C, S, S]``."""
+        import torch
+
+        s = self.spec
+        return torch.randint(0, 256, (batch_size, s.channels, s.image_size, s.image_size), dtype=torch.uint8)
+
     def prediction_batches(self, inputs: Sequence[str | Path], batch_size: int, workers: int) -> Iterator[InputBatch]:
-        """Image files and folders (searched recursively), decoded by ``workers`` processes."""
+        """Image files and folders (searched recursively), read by ``workers`` processes."""
         from torch.utils.data import DataLoader
 
         from taxotrain.data.images import ImageFiles
@@ -108,9 +133,8 @@ class ImageClassification(Task):
         if not files:
             raise IngestError(f"no image files found in {', '.join(map(str, inputs))} (looked for "
                               f"{', '.join(sorted(IMAGE_SUFFIXES))})")
-        ds = ImageFiles(files, self.transform(train=False), self.spec.channels, self.spec.image_size)
         start = 0
-        for batch in DataLoader(ds, batch_size=batch_size, num_workers=workers):
+        for batch in DataLoader(ImageFiles(files, self._prepare()), batch_size=batch_size, num_workers=workers):
             errors = list(batch["error"])
             good = [i for i, e in enumerate(errors) if not e]
             yield InputBatch(batch["input"][good] if good else None,

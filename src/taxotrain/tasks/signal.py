@@ -93,9 +93,32 @@ class SignalClassification(Task):
         return {"input": torch.randn(batch_size, self.spec.channels, self.spec.length),
                 "target": torch.zeros(batch_size, len(self.taxonomy.ranks), dtype=torch.long)}
 
+    def input_preprocess(self) -> nn.Module:
+        """Standardisation with the train split's mean/std (nothing for a z-normalised store)."""
+        from torch import nn
+
+        from taxotrain.data.signal_transforms import Standardise
+
+        s = self.spec
+        return nn.Identity() if s.mean is None or s.std is None else Standardise(s.mean, s.std)
+
+    def inference_dataset(self, store: Store, split: str) -> Dataset:
+        """The stored series of ``split`` (prepared: truncated, z-normalised if asked, padded), unstandardised."""
+        from taxotrain.data.dataset import StoreDataset, no_transform
+        from taxotrain.data.signal_transforms import series_tensor
+
+        return StoreDataset(store, store.splits[split], series_tensor, no_transform)
+
+    def example_input(self, batch_size: int) -> torch.Tensor:
+        """Random series ``[B, C, L]``."""
+        import torch
+
+        return torch.randn(batch_size, self.spec.channels, self.spec.length)
+
     def prediction_batches(self, inputs: Sequence[str | Path], batch_size: int, workers: int) -> Iterator[InputBatch]:
-        """Every series of the Capfinder CSVs, ``.ts`` or NumPy files given, streamed in batches; a bad row (or one
-        with another channel count) is an error row. A label the file carries goes to ``true_class``."""
+        """Every series of the Capfinder CSVs, ``.ts`` or NumPy files given, prepared as ``prepare`` stored series
+        (truncated, z-normalised if the store was, padded) and streamed in batches; a bad row (or one with another
+        channel count) is an error row. A label the file carries goes to ``true_class``."""
         import torch
 
         from taxotrain.data.ingest import IngestError
@@ -105,14 +128,14 @@ class SignalClassification(Task):
             if not Path(item).exists():
                 raise IngestError(f"{item}: no such file or folder to predict")
         rows = (row for item in inputs for row in create_reader(Path(item)).rows())
-        transform, s = self.transform(train=False), self.spec
+        s = self.spec
         seen = 0
         while batch := list(islice(rows, batch_size)):
             errors = [r.reason or ("" if r.values is not None and r.values.shape[0] == s.channels else
                                    f"{r.values.shape[0]} channel(s), the model takes {s.channels}")  # type: ignore[union-attr]
                       for r in batch]
             good = [r for r, e in zip(batch, errors, strict=True) if not e]
-            x = torch.stack([transform(torch.from_numpy(preprocess(r.values, s.length, s.znorm)))  # type: ignore[arg-type]
+            x = torch.stack([torch.from_numpy(preprocess(r.values, s.length, s.znorm))  # type: ignore[arg-type]
                              for r in good]) if good else None
             yield InputBatch(x, [{"read_id": r.read_id, "source": r.where} for r in batch], errors,
                              [{"true_class": r.label or ""} for r in batch])

@@ -64,6 +64,13 @@ def hide_labels(store: Store, fractions: dict[str, float] | None, seed: int) -> 
     return labels
 
 
+def drops_last_batch(records: int, batch: int) -> bool:
+    """Whether an epoch leaves out its last, smaller batch: only when it holds less than half a batch (or a single
+    record), whose noisy batch-norm statistics cost more than its records bring. A larger last batch is trained."""
+    rest = records % batch
+    return records > batch and (rest == 1 or 0 < rest < batch / 2)
+
+
 class TaskDataModule(L.LightningDataModule):
     """Train/val/test loaders of ``task`` over ``store``."""
 
@@ -141,7 +148,11 @@ class TaskDataModule(L.LightningDataModule):
             return self._train[1]  # same stage: keep the loader (and its persistent workers)
         ds = self.dataset("train", train=True, stage=stage)
         batch = self.stage_batch_size(stage)
-        drop_last = len(ds) % batch == 1 and len(ds) > 1  # only a last batch of 1, which breaks batch norm
+        drop_last = drops_last_batch(len(ds), batch)
+        if drop_last:
+            print(f"training leaves out the last {len(ds) % batch} of {len(ds)} records each epoch (a different "
+                  f"{len(ds) % batch} each time, as the order is reshuffled): a batch that small disturbs batch "
+                  f"norm. A data.batch_size that divides {len(ds)} trains on all of them", flush=True)
         loader = ResumableLoader(**self._loader(ds, batch, EpochShuffleSampler(len(ds), self.cfg.run.seed), drop_last),
                                  resume_point=self.resume_point)
         self._train = (stage.index, loader)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from taxotrain.taxonomy import NULL, Taxonomy
+from taxotrain_runtime.tree import NULL, Tree
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Decoded:
     scores: np.ndarray
 
 
-def endpoints(taxonomy: Taxonomy) -> tuple[np.ndarray, np.ndarray]:
+def endpoints(taxonomy: Tree) -> tuple[np.ndarray, np.ndarray]:
     """Nodes a path can end at: every finest node, plus coarser nodes with nothing below them.
 
     Returns (paths [E, R] label per rank with ``NULL`` below the end, rank of each endpoint [E]).
@@ -63,7 +63,7 @@ DEFAULT_BETA = 0.5
 DEFAULT_RISK = 1.0
 
 
-def endpoint_heights(taxonomy: Taxonomy, paths: np.ndarray) -> np.ndarray:
+def endpoint_heights(taxonomy: Tree, paths: np.ndarray) -> np.ndarray:
     """``[E, n_finest]``: ranks from the finest rank up to the lowest common ancestor of each endpoint's path and
     each finest node (0 = the same node, ``R`` = only the root in common); ``Taxonomy.lca_height`` for finest pairs."""
     R = len(taxonomy.ranks)
@@ -75,7 +75,7 @@ def endpoint_heights(taxonomy: Taxonomy, paths: np.ndarray) -> np.ndarray:
     return heights
 
 
-def decode(probs: dict[str, np.ndarray], taxonomy: Taxonomy, beta: float = DEFAULT_BETA,
+def decode(probs: dict[str, np.ndarray], taxonomy: Tree, beta: float = DEFAULT_BETA,
            risk: float = DEFAULT_RISK) -> Decoded:
     """Best consistent path of each record from per-rank probabilities ``{rank: [N, n_rank]}``.
 
