@@ -25,7 +25,7 @@ from taxotrain.data.store import Store
 from taxotrain.export import export_run
 from taxotrain.run import load_run
 from taxotrain.tasks import create_task
-from taxotrain.training.module import TaskModule
+from taxotrain.training.module import save_checkpoint
 from taxotrain_runtime.bundle import load_session
 
 
@@ -33,11 +33,8 @@ def untrained_run(folder: Path, store: Path) -> Path:
     """A run folder with an untrained quick-start model (resnet18, 48 px) of the plankton store."""
     cfg = load_config(None, [f"data.store={store}", "model.backbone=resnet18", "data.image_size=48"])
     task = create_task(cfg, store=Store(store))
-    module = TaskModule(task, task.build_model(pretrained=False).eval(), store={"store": str(store)})
-    ckpt: dict = {"state_dict": module.state_dict()}
-    module.on_save_checkpoint(ckpt)
-    (folder / "checkpoints").mkdir(parents=True)
-    torch.save(ckpt, folder / "checkpoints" / "best.ckpt")
+    save_checkpoint(task, task.build_model(pretrained=False).eval(), folder / "checkpoints" / "best.ckpt",
+                    store={"store": str(store)})
     return folder
 
 

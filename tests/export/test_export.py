@@ -19,7 +19,7 @@ from taxotrain.data.store import Store
 from taxotrain.export import ExportError, export_run
 from taxotrain.models.heads import list_heads
 from taxotrain.tasks import create_task
-from taxotrain.training.module import TaskModule
+from taxotrain.training.module import save_checkpoint
 
 SMALL = {"image": ["model.backbone=test_resnet", "data.image_size=32"], "signal": ["model.kwargs={width: 8}"]}
 
@@ -30,11 +30,8 @@ def _run(store: Path, folder: Path, task: str, head: str) -> Path:
     cfg = load_config(None, [f"task={task}", f"data.store={store}", f"model.head={head}", *SMALL[task]])
     torch.manual_seed(0)
     t = create_task(cfg, store=Store(store))
-    module = TaskModule(t, t.build_model(pretrained=False).eval(), store={"store": str(store)})
-    ckpt: dict = {"state_dict": module.state_dict()}
-    module.on_save_checkpoint(ckpt)
-    (folder / "checkpoints").mkdir(parents=True)
-    torch.save(ckpt, folder / "checkpoints" / "best.ckpt")
+    save_checkpoint(t, t.build_model(pretrained=False).eval(), folder / "checkpoints" / "best.ckpt",
+                    store={"store": str(store)})
     return folder
 
 

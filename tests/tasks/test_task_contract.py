@@ -19,7 +19,7 @@ from taxotrain.data.signals import ucr_folder
 from taxotrain.data.store import Store
 from taxotrain.run import load_run
 from taxotrain.tasks import create_task, list_tasks
-from taxotrain.training.module import TaskModule
+from taxotrain.training.module import save_checkpoint
 
 # per task: config overrides that keep it small, and what to prepare and predict from
 SMALL = {"image": ["model.backbone=test_resnet", "data.image_size=32"],
@@ -84,10 +84,7 @@ def test_task_contract(name: str, sources: dict[str, tuple[Path, list[Path]]], t
 
     # save as the trainer does, reload, predict the same
     model.eval()
-    module = TaskModule(task, model)
-    ckpt: dict = {"state_dict": module.state_dict()}
-    module.on_save_checkpoint(ckpt)
-    torch.save(ckpt, tmp_path / "model.ckpt")
+    save_checkpoint(task, model, tmp_path / "model.ckpt")
     run = load_run(tmp_path / "model.ckpt")
     assert run.task.name == name and run.task.spec == task.spec
     raw = default_collate([task.inference_dataset(store, "test")[i] for i in range(8)])

@@ -6,6 +6,7 @@ It knows nothing of ranks, images or series: the task's ``training_step`` return
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -111,3 +112,15 @@ class TaskModule(L.LightningModule):
         checkpoint[CKPT_KEY] = {"version": __version__, "task": self.task.name,
                                 "config": config_to_dict(self.config), "taxonomy": self.task.taxonomy.to_dict(),
                                 "spec": self.task.spec.to_dict(), **self.store_info}
+
+
+def save_checkpoint(task: Task, model: nn.Module, path: str | Path, store: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as a checkpoint of ``task`` the way ``fit`` writes them (state dict and taxotrain metadata),
+    without training: e.g. to export or benchmark a model's speed, which does not depend on its weights."""
+    module = TaskModule(task, model, store=store)
+    checkpoint: dict[str, Any] = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+    return path
