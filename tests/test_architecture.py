@@ -16,11 +16,11 @@ ALLOWED = {
     "data": CORE,
     "models": CORE,
     "tasks": CORE | {"data", "models"},
-    "run": CORE | {"tasks"},
+    "run": CORE | {"data", "tasks"},
     "training": CORE | {"data", "tasks", "run"},
     "inference": CORE | {"data", "tasks", "run"},
     "evaluation": CORE | {"data", "tasks", "run", "inference"},
-    "tuning": CORE | {"training"},
+    "tuning": CORE | {"data", "tasks", "training"},
     "export": CORE | {"data", "tasks", "run", "inference"},
     **{core: CORE for core in CORE - {"taxotrain"}},
 }
@@ -54,10 +54,10 @@ def test_outside_tasks_the_package_branches_on_the_task_in_at_most_three_places(
     assert len(hits) <= 3, hits
 
 
-def test_importing_the_library_and_listing_tasks_loads_no_heavy_library() -> None:
+def test_importing_the_library_and_the_cli_and_listing_tasks_loads_no_heavy_library() -> None:
     code = ("import sys, taxotrain; from taxotrain.config import load_config; load_config(None, ['task=signal']); "
-            "taxotrain.list_tasks(); print(sorted(m for m in ('torch', 'lightning', 'timm', 'optuna') "
-            "if m in sys.modules))")
+            "import taxotrain.cli; taxotrain.list_tasks(); "
+            "print(sorted(m for m in ('torch', 'lightning', 'timm', 'optuna', 'PIL') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -195,7 +195,7 @@ def _report(result: object) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
-    from taxotrain.data.prepare import source_kind
+    from taxotrain.data.signals import source_kind
 
     kind = source_kind(args.source, args.manifest) if args.task == "auto" else args.task
     {IMAGE_KIND: _prepare_images, SIGNAL_KIND: _prepare_signals}[kind](args)

@@ -592,7 +592,7 @@ def validate_tree(tree: dict[str, Any]) -> Config:
     try:
         cfg = Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from exc
+        raise ConfigError(one_line_error(exc)) from exc
     check_task_keys(cfg)
     return cfg
 
@@ -644,7 +644,7 @@ def _probes(spec: ParamSpace) -> list[tuple[str, Any]]:
 MAX_LISTED = 5  # problems listed in one error line; more are counted
 
 
-def _one_line(exc: ValidationError) -> str:
+def one_line_error(exc: ValidationError) -> str:
     """Every problem of a validation error (up to ``MAX_LISTED``) on one line, each naming its key."""
     parts = []
     for err in exc.errors()[:MAX_LISTED]:

@@ -7,6 +7,8 @@
     <run.dir>/metrics.csv            one row per epoch
     <run.dir>/mlruns/, tensorboard/  tracker files
     <run.dir>/metrics.json, per_class.csv, confusion_<rank>.png, curves_*.png, report.html   from evaluate
+    <run.dir>/predictions_<split>.npz  per-record probabilities and decoded paths (what --compare resamples)
+    <run.dir>/rollup.json            roll-up thresholds chosen on val by evaluate (what predict and export use)
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ class RunPaths:
     @property
     def report(self) -> Path:
         return self.root / "report.html"
+
+    @property
+    def rollup(self) -> Path:
+        return self.root / "rollup.json"
 
     @property
     def mlflow_run_id(self) -> Path:

@@ -12,7 +12,8 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from taxotrain.config import AugmentConfig
-from taxotrain.data.images import PadToSquare, build_transforms, read_image_file
+from taxotrain.data.images import PadToSquare, build_transforms
+from taxotrain_runtime.images import ImageRefused, load_image
 
 
 def _extent(x: torch.Tensor) -> tuple[int, int]:
@@ -109,18 +110,18 @@ def test_pad_to_square_edge_repeats_border() -> None:
     assert torch.equal(PadToSquare("edge")(tall), TF.pad(tall, [0, 0, 1, 0], padding_mode="edge"))
 
 
-def test_read_image_file_handles_tiff_16bit_and_errors(tmp_path: Path) -> None:
+def test_load_image_handles_tiff_16bit_and_errors(tmp_path: Path) -> None:
     arr = (np.arange(64 * 32, dtype=np.uint16).reshape(32, 64) * 30)
     Image.fromarray(arr).save(tmp_path / "deep.tif")
-    x = read_image_file(tmp_path / "deep.tif", 1)
-    assert x.shape == (1, 32, 64) and x.dtype == torch.uint8 and x.max() == 255
-    assert read_image_file(tmp_path / "deep.tif", 3).shape == (3, 32, 64)
+    x = load_image(tmp_path / "deep.tif", 1)
+    assert x.shape == (32, 64, 1) and x.dtype == np.uint8 and x.max() == 255  # stretched to 8 bits
+    assert load_image(tmp_path / "deep.tif", 3).shape == (32, 64, 3)
     (tmp_path / "empty.png").write_bytes(b"")
-    with pytest.raises(ValueError, match="empty"):
-        read_image_file(tmp_path / "empty.png", 1)
+    with pytest.raises(ImageRefused, match="empty"):
+        load_image(tmp_path / "empty.png", 1)
     (tmp_path / "text.jpg").write_text("hello")
-    with pytest.raises(ValueError, match="not an image"):
-        read_image_file(tmp_path / "text.jpg", 1)
+    with pytest.raises(ImageRefused, match="not an image"):
+        load_image(tmp_path / "text.jpg", 1)
 
 
 def test_normalisation_scales_by_the_dtype_like_torchvision() -> None:
@@ -152,7 +153,7 @@ def test_a_16_bit_png_reads_for_prediction_as_prepare_stored_it(tmp_path: Path) 
     prepare_images(tmp_path / "imgs", tmp_path / "s.h5", ["class"], workers=0, progress=False)
     store = Store(tmp_path / "s.h5")
     trained_on = decode(store.read(store.paths.index("a/deep.png")), 1)
-    predicted_on = read_image_file(deep, 1)
+    predicted_on = torch.from_numpy(load_image(deep, 1)).permute(2, 0, 1)  # what predict decodes
     assert predicted_on.dtype == trained_on.dtype == torch.uint8 and int(predicted_on.max()) == 255  # stretched
     assert (predicted_on.int() - trained_on.int()).abs().max() <= 1
 

@@ -94,8 +94,12 @@ def test_a_changed_or_foreign_bundle_is_refused(synthetic_store: Path, synthetic
     run = _run(synthetic_store, tmp_path / "run", "image", "linear")
     bundle = tmp_path / "bundle"
     export_run(run, bundle, ["onnx"], records=16)
-    with pytest.raises(ExportError, match="not empty"):
+    with pytest.raises(ExportError, match="not an empty folder"):
         export_run(run, bundle, ["onnx"], records=16)
+    (tmp_path / "a_file").write_text("kept")
+    with pytest.raises(ExportError, match="not an empty folder"):
+        export_run(run, tmp_path / "a_file", ["onnx"], records=16)
+    assert (tmp_path / "a_file").read_text() == "kept"
     images, _ = synthetic_set
     spec = json.loads((bundle / "spec.json").read_text())
     spec["spec"]["image_size"] = 64
@@ -107,6 +111,40 @@ def test_a_changed_or_foreign_bundle_is_refused(synthetic_store: Path, synthetic
 
     assert runtime_main(["predict", str(tmp_path), str(images)]) == 2
     assert "not a taxotrain bundle" in capsys.readouterr().err
+
+
+def _forge_spec(bundle: Path, change) -> None:
+    """Change spec.json and re-sign it in the manifest (as a hand-edited or foreign bundle would be)."""
+    import hashlib
+
+    spec = json.loads((bundle / "spec.json").read_text())
+    change(spec)
+    (bundle / "spec.json").write_text(json.dumps(spec))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["spec.json"] = hashlib.sha256((bundle / "spec.json").read_bytes()).hexdigest()
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_malformed_spec_or_bad_option_is_one_line(synthetic_store: Path, synthetic_set: tuple, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from taxotrain_runtime.cli import main as runtime_main
+
+    run = _run(synthetic_store, tmp_path / "run", "image", "linear")
+    bundle = tmp_path / "bundle"
+    export_run(run, bundle, ["onnx"], records=16)
+    images, _ = synthetic_set
+    with pytest.raises(SystemExit) as stop:
+        runtime_main(["predict", str(bundle), str(images), "--batch-size", "0"])
+    assert stop.value.code == 2 and "--batch-size and --topk take 1 or more" in capsys.readouterr().err
+    _forge_spec(bundle, lambda spec: spec.pop("id_columns"))
+    for predict in (main, runtime_main):
+        assert predict(["predict", str(bundle), str(images)]) == 2
+        err = capsys.readouterr().err
+        assert "spec.json lacks id_columns" in err and err.count("\n") == 1, err
+    _forge_spec(bundle, lambda spec: spec.update(task="no_such_task", id_columns=["path"]))
+    assert main(["predict", str(bundle), str(images)]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_task" in err and "does not have" in err and err.count("\n") == 1, err
 
 
 def test_the_runtime_predicts_without_torch(synthetic_store: Path, synthetic_set: tuple, tmp_path: Path) -> None:

@@ -90,8 +90,8 @@ def test_task_contract(name: str, sources: dict[str, tuple[Path, list[Path]]], t
     raw = default_collate([task.inference_dataset(store, "test")[i] for i in range(8)])
     assert raw["input"].shape == task.example_input(8).shape and raw["input"].dtype == task.example_input(8).dtype
     inputs_only = {"input": raw["input"]}
-    mine = task.predict_step(model, inputs_only, task.resolve_tta("auto"))
-    theirs = run.task.predict_step(run.model, inputs_only, run.task.resolve_tta("auto"))
+    mine = task.predict_step(task.inference_module(model), inputs_only, task.resolve_tta("auto"))
+    theirs = run.task.predict_step(run.task.inference_module(run.model), inputs_only, run.task.resolve_tta("auto"))
     assert list(mine) == task.taxonomy.ranks and mine.keys() == theirs.keys()
     assert all(torch.allclose(torch.from_numpy(mine[k]), torch.from_numpy(theirs[k]), atol=1e-6) for k in mine)
     assert all(np.allclose(p.sum(1), 1, atol=1e-5) for p in mine.values())
@@ -99,8 +99,8 @@ def test_task_contract(name: str, sources: dict[str, tuple[Path, list[Path]]], t
     # files to predict become one record each, with the columns the task promises
     records, total = [], 0
     for input_batch in task.prediction_batches(inputs, batch_size=32, workers=0):
-        outputs = task.predict_step(model, {"input": input_batch.input}, "none") if input_batch.input is not None \
-            else {}
+        outputs = task.predict_step(task.inference_module(model), {"input": input_batch.input}, "none") \
+            if input_batch.input is not None else {}
         got = task.records(outputs, input_batch, None, topk=3)
         assert len(got) == len(input_batch.errors)
         records += got

@@ -203,3 +203,12 @@ def test_refused_combination_fails_the_trial_not_the_study(tmp_path: Path, plank
     rows = _rows(tmp_path / "s" / "trials.csv")
     assert [r["state"] for r in rows] == ["FAIL", "FAIL"] and "data.image_size" in rows[0]["note"]
     assert not (tmp_path / "s" / "trials" / "0000" / "checkpoints").exists()  # refused before any training
+
+
+def test_a_metric_the_store_lacks_is_refused_before_the_first_trial(plankton_store: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    args = [f"data.store={plankton_store}", f"run.dir={tmp_path / 's'}", SPACE, "tune.metric=val/acc_speciez", *TINY]
+    assert main(["tune", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "tune.metric" in err and "val/acc_speciez" in err, err
+    assert not (tmp_path / "s" / "trials").exists() and not (tmp_path / "s" / "study.db").exists()

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from taxotrain_runtime.images import ImageRefused, find_images, load_image, pad_value, resize_pad, views
-from taxotrain_runtime.records import DEFAULT_THRESHOLD, PredictionRecord, make_records, rank_columns
+from taxotrain_runtime.images import ImageRefused, find_images, load_image, pad_value, resize_pad
+from taxotrain_runtime.records import PredictionRecord, make_records, rank_columns, read_rollup
 from taxotrain_runtime.tree import Tree
+from taxotrain_runtime.views import views
 
 BUNDLE_FORMAT = "taxotrain-bundle"
 BUNDLE_VERSION = 1
@@ -75,13 +76,15 @@ class Bundle:
                 raise BundleError(f"{path} differs from the file exported (sha256 mismatch); export the bundle again")
         if MODEL_FILES["onnx"] not in manifest["files"]:
             raise BundleError(f"{folder} holds no ONNX model; export it with --format onnx (or all)")
-        spec = json.loads((folder / "spec.json").read_text())
-        tree = Tree.from_dict(json.loads((folder / "taxonomy.json").read_text()))
-        rollup = json.loads((folder / "rollup.json").read_text())
-        thresholds = [float(rollup["thresholds"].get(r, DEFAULT_THRESHOLD)) for r in tree.ranks]
-        shown = ", ".join(f"{r} {v:.3g}" for r, v in zip(tree.ranks, thresholds, strict=True))
-        source = (f"{shown}, chosen on {rollup['chosen_on']} for a precision of {rollup.get('target_precision')}"
-                  if rollup.get("chosen_on") else f"{DEFAULT_THRESHOLD} at every rank: the run was never evaluated")
+        try:
+            spec = json.loads((folder / "spec.json").read_text())
+            tree = Tree.from_dict(json.loads((folder / "taxonomy.json").read_text()))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{folder}: spec.json or taxonomy.json is malformed ({exc!r}); export it again") from exc
+        missing = [k for k in ("task", "spec", "id_columns", "extra_columns") if k not in spec]
+        if missing or "kind" not in spec.get("spec", {}):
+            raise BundleError(f"{folder}/spec.json lacks {', '.join(missing) or 'spec.kind'}; export it again")
+        thresholds, source = read_rollup(folder / "rollup.json", tree.ranks)
         return cls(folder, spec, tree, thresholds, source, manifest)
 
     @property

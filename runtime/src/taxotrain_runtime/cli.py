@@ -11,8 +11,8 @@ from pathlib import Path
 
 from taxotrain_runtime import __version__
 from taxotrain_runtime.bundle import Bundle, BundleError
-from taxotrain_runtime.images import TTA_VIEWS
 from taxotrain_runtime.records import record_row
+from taxotrain_runtime.views import TTA_VIEWS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +52,10 @@ def write_csv(bundle: Bundle, inputs: Sequence[str | Path], out: Path, topk: int
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``taxotrain-runtime``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.batch_size < 1 or args.topk < 1:
+        parser.error("--batch-size and --topk take 1 or more")
     try:
         bundle = Bundle.open(args.bundle)
         rows, errors = write_csv(bundle, args.inputs, args.out, args.topk, args.batch_size, args.tta)

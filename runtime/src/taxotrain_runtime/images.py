@@ -6,7 +6,7 @@
   (:func:`to_8bit`: alpha composited onto white, 16-bit stretched to its own range).
 - :func:`load_image`: that image as a ``uint8`` array ``[H, W, C]`` with 1 or 3 channels.
 - :func:`resize_pad`: the longer side resized to the model's size (aspect kept, antialiased), the shorter side padded
-  to a square; :func:`views`: the test-time flips and turns.
+  to a square. (The test-time flips and turns are in :mod:`taxotrain_runtime.views`.)
 
 Normalisation (mean/std) is the model's first step: in an exported bundle it is inside the graph, so raw pixel values
 go in.
@@ -25,7 +25,6 @@ from PIL import Image, UnidentifiedImageError
 # claims more (a crafted 69-byte PNG can claim 100,000 x 100,000 px) is refused, not decoded.
 MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
-TTA_VIEWS = {"none": 1, "flip": 2, "dihedral": 8}  # test-time view sets: name -> number of views averaged
 
 
 class ImageRefused(ValueError):
@@ -46,9 +45,11 @@ def to_8bit(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def open_image(raw: bytes) -> tuple[Image.Image, str | None, str]:
+def open_image(raw: bytes, gray: bool = False) -> tuple[Image.Image, str | None, str]:
     """Decode encoded image bytes to an 8-bit L or RGB PIL image; returns it with the file's format and original
-    mode. Raises :class:`ImageRefused` with the reason for an empty, oversized, truncated or non-image file."""
+    mode. With ``gray`` a JPEG is decoded straight to its luma, as libjpeg (and so torchvision, which training
+    decodes with) does. Raises :class:`ImageRefused` with the reason for an empty, oversized, truncated or non-image
+    file."""
     if not raw:
         raise ImageRefused("empty file (0 bytes)")
     try:
@@ -58,6 +59,8 @@ def open_image(raw: bytes) -> tuple[Image.Image, str | None, str]:
                 raise ImageRefused(f"header claims {width * height:,} px ({width} x {height}), above the "
                                    f"{MAX_PIXELS:,} px limit (a corrupt or crafted file?)")
             fmt, mode = img.format, img.mode
+            if gray and fmt == "JPEG" and mode in ("RGB", "L"):
+                img.draft("L", img.size)
             img.load()
             out = img if mode in ("L", "RGB") else to_8bit(img)
             if out is img:
@@ -80,10 +83,11 @@ def open_image(raw: bytes) -> tuple[Image.Image, str | None, str]:
 
 
 def load_image(source: str | Path | bytes | np.ndarray, channels: int) -> np.ndarray:
-    """An image file (or its bytes) as ``uint8`` ``[H, W, channels]``: greyscale for 1 channel, RGB for 3."""
+    """An image file (or its bytes) as ``uint8`` ``[H, W, channels]``: greyscale for 1 channel, RGB for 3 (a
+    writable array of its own)."""
     raw = Path(source).read_bytes() if isinstance(source, str | Path) else bytes(source)
-    img, _, _ = open_image(raw)
-    arr = np.asarray(img.convert("L" if channels == 1 else "RGB"))
+    img, _, _ = open_image(raw, gray=channels == 1)
+    arr = np.array(img.convert("L" if channels == 1 else "RGB"))
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
@@ -108,17 +112,6 @@ def resize_pad(image: np.ndarray, size: int, fill: str | int = "edge") -> np.nda
 def pad_value(fill: str, mean: list[float] | tuple[float, ...]) -> str | int:
     """The pixel value of ``data.pad_fill``: ``edge`` as it is, ``zero`` 0, ``mean`` the dataset mean (0-255)."""
     return {"edge": "edge", "zero": 0}.get(fill, round(float(np.mean(mean)) * 255))
-
-
-def views(batch: np.ndarray, tta: str) -> list[np.ndarray]:
-    """Test-time views of a batch ``[B, C, H, W]``: itself, + horizontal flip, or all 8 flips/90-degree rotations."""
-    if tta not in TTA_VIEWS:
-        raise ValueError(f"--tta {tta!r}: choose one of {', '.join(TTA_VIEWS)}")
-    if tta == "none":
-        return [batch]
-    if tta == "flip":
-        return [batch, batch[..., ::-1]]
-    return [np.rot90(v, k, axes=(-2, -1)) for v in (batch, batch[..., ::-1]) for k in range(4)]
 
 
 def find_images(inputs: list[str | Path] | tuple[str | Path, ...]) -> list[Path]:

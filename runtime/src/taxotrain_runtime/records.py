@@ -7,7 +7,9 @@ probabilities give the same rows.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,18 @@ from taxotrain_runtime.decoding import decode, roll_up
 from taxotrain_runtime.tree import NULL, Tree
 
 DEFAULT_THRESHOLD = 0.5  # roll-up threshold of a run whose thresholds were never chosen on val
+
+
+def read_rollup(path: Path, ranks: list[str], never_evaluated: str = "") -> tuple[list[float], str]:
+    """The roll-up thresholds of ``rollup.json`` (one per rank) and a sentence saying where they come from; 0.5 at
+    every rank when the file is missing or chose none (``never_evaluated`` says how to choose them)."""
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if not saved.get("chosen_on"):
+        return [DEFAULT_THRESHOLD] * len(ranks), (f"{DEFAULT_THRESHOLD} at every rank: the run was never evaluated"
+                                                  + (f" ({never_evaluated})" if never_evaluated else ""))
+    values = [float(saved["thresholds"].get(r, DEFAULT_THRESHOLD)) for r in ranks]
+    shown = ", ".join(f"{r} {v:.3g}" for r, v in zip(ranks, values, strict=True))
+    return values, f"{shown}, chosen on {saved['chosen_on']} for a precision of {saved.get('target_precision')}"
 
 
 @dataclass

@@ -19,26 +19,14 @@ from torchvision.transforms import v2
 
 from taxotrain.config import AugmentConfig
 from taxotrain.data.store import Store
-from taxotrain.data.verify import verify_bytes
-from taxotrain_runtime.images import TTA_VIEWS, load_image, resize_pad
+from taxotrain_runtime.images import load_image, pad_value, resize_pad
+from taxotrain_runtime.views import TTA_VIEWS
 
 
 def decode_bytes(data: np.ndarray | bytes, channels: int) -> torch.Tensor:
     """Decode encoded image bytes to a uint8 tensor ``[channels, H, W]``."""
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     return decode_image(buf, mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
-
-
-def read_image_file(path: Path, channels: int) -> torch.Tensor:
-    """Decode an image file to uint8 ``[channels, H, W]`` exactly as ``prepare`` stores and training decodes it
-    (:func:`~taxotrain.data.verify.verify_bytes`, then the training decoder).
-
-    Raises ``ValueError`` with a short reason for an empty, truncated, oversized or non-image file.
-    """
-    verified = verify_bytes(Path(path).read_bytes(), stats=False)
-    if not verified.ok:
-        raise ValueError(verified.reason)
-    return decode_bytes(verified.data, channels)
 
 
 class PadToSquare(torch.nn.Module):
@@ -130,7 +118,7 @@ def build_transforms(
     The fixed steps (resize and pad, flips and 90-degree turns, normalisation) are one module each, since on images
     this small each transform call costs more than its arithmetic; the optional ones are torchvision's.
     """
-    fill: str | int = {"edge": "edge", "zero": 0}.get(pad_fill, round(float(np.mean(mean)) * 255))
+    fill = pad_value(pad_fill, mean)
     steps: list[Any] = [ResizePad(image_size, fill)]
     if train and augment is not None:
         if augment.hflip or augment.vflip or augment.rot90:
@@ -198,7 +186,7 @@ class DecodeImage:
 
 def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
     """Test-time views of an image batch ``[B, C, H, W]``: itself, + horizontal flip, or all 8 flips/90-degree
-    rotations (the same views, in the same order, as :func:`taxotrain_runtime.images.views`)."""
+    rotations (the same views, in the same order, as :func:`taxotrain_runtime.views.views`)."""
     if tta not in TTA_VIEWS:
         raise ValueError(f"--tta {tta!r}: choose one of {', '.join(TTA_VIEWS)}")
     if tta == "none":

@@ -16,17 +16,10 @@ from taxotrain.data.ingest import IngestError
 from taxotrain.data.prepare_images import prepare_images
 from taxotrain.data.prepare_signals import prepare_signals
 from taxotrain.data.report import PrepareResult
-from taxotrain.data.signals import is_signal_source
+from taxotrain.data.signals import source_kind
 from taxotrain.data.specs import IMAGE_KIND, SIGNAL_KIND
 
 PREPARERS: dict[str, Callable[..., PrepareResult]] = {IMAGE_KIND: prepare_images, SIGNAL_KIND: prepare_signals}
-
-
-def source_kind(source: str | Path | None, manifest: str | Path | None = None) -> str:
-    """The store kind a source makes: a signal store when a signal reader accepts ``source``, else an image store."""
-    if source is not None and manifest is None and is_signal_source(source):
-        return SIGNAL_KIND
-    return IMAGE_KIND
 
 
 def prepare(source: str | Path | None, out: str | Path, kind: str | None = None, **options: Any) -> PrepareResult:

@@ -31,7 +31,7 @@ class PrepareResult:
         if not few:
             return []
         return [f"{self.store}: fewer than 2 classes at rank(s) {', '.join(few)}; fit refuses a rank with nothing "
-                "to tell apart: add classes, or drop the rank from --ranks"]
+                "to tell apart: add classes (for images, or leave the rank out of --ranks)"]
 
     def summary(self) -> str:
         """One line: counts, classes per rank, splits and where the skip report is."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from taxotrain.data.ingest import IngestError
+from taxotrain.data.specs import IMAGE_KIND, SIGNAL_KIND
 from taxotrain.errors import brief
 
 CAPFINDER_COLUMNS = ("read_id", "cap_class", "timeseries")
@@ -101,6 +102,13 @@ def is_signal_source(path: str | Path) -> bool:
     """True when some registered reader accepts ``path``."""
     path = Path(path)
     return path.exists() and any(cls.accepts(path) for cls in _READERS.values())
+
+
+def source_kind(source: str | Path | None, manifest: str | Path | None = None) -> str:
+    """The store kind a source makes: a signal store when a signal reader accepts ``source``, else an image store."""
+    if source is not None and manifest is None and is_signal_source(source):
+        return SIGNAL_KIND
+    return IMAGE_KIND
 
 
 def parse_series(text: str) -> tuple[np.ndarray | None, str]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
-from taxotrain_runtime.images import TTA_VIEWS
+from taxotrain_runtime.views import TTA_VIEWS
 
 IMAGE_KIND, SIGNAL_KIND = "image", "signal"  # the input (and store) kinds; each task names the kind it reads
 
@@ -52,9 +52,8 @@ class InputSpec:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
         return spec_cls(**values)
 
-    @property
-    def channels_in(self) -> int:
-        """Input channels of the model."""
+    def describe(self) -> str:
+        """What the model takes, for logs and reports."""
         raise NotImplementedError
 
 
@@ -72,10 +71,6 @@ class ImageSpec(InputSpec):
     pad_fill: str = "edge"
     tta: str = "none"
 
-    @property
-    def channels_in(self) -> int:
-        return self.channels
-
     def describe(self) -> str:
         """``48 px, 1 channel(s)``: for logs and reports."""
         return f"{self.image_size} px, {self.channels} channel(s)"
@@ -92,10 +87,6 @@ class SignalSpec(InputSpec):
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     znorm: bool = False
-
-    @property
-    def channels_in(self) -> int:
-        return self.channels
 
     def describe(self) -> str:
         """``series of 150 samples (z-normalised per series)``: for logs and reports."""

@@ -193,15 +193,17 @@ class StoreWriter:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         assert self.f is not None
+        done = False
         try:
             if kind is None:
                 self.f.attrs.update({"format": FORMAT, "format_version": self._version, "kind": self.kind,
                                      "taxotrain_version": __version__, **_h5_attrs(self.attrs)})
                 self.f.attrs["fingerprint"] = _fingerprint(self.f)
-            self.f.close()
-            if kind is None:
-                os.replace(self.tmp, self.out)
+                done = True
         finally:
+            self.f.close()
+            if done:
+                os.replace(self.tmp, self.out)
             self.tmp.unlink(missing_ok=True)
 
     @property

@@ -1,8 +1,8 @@
 """Decode every image once: keep those the training decoder reads, explain the rest.
 
 ``prepare`` runs this in worker processes; each result carries the bytes to store and the pixel sums for the
-train-split statistics. ``predict`` decodes its files through the same function, so it sees the pixels training saw
-(alpha, palette, CMYK and 16-bit images included) and refuses the same files.
+train-split statistics. It opens images with :func:`taxotrain_runtime.images.open_image`, as evaluate, predict and
+exported bundles do, so all of them refuse the same files and convert alpha, palette, CMYK and 16-bit images alike.
 """
 
 from __future__ import annotations
@@ -50,13 +50,13 @@ def verify_image(path: Path) -> Verified:
     return verify_bytes(raw)
 
 
-def verify_bytes(raw: bytes, stats: bool = True) -> Verified:
+def verify_bytes(raw: bytes) -> Verified:
     """Decode an encoded image the one way taxotrain does (:func:`taxotrain_runtime.images.open_image`: header size
     checked first, full decode, any mode to 8-bit L or RGB); never raises.
 
     JPEG and PNG files in greyscale or RGB are kept as they are; any other format or mode is re-encoded losslessly
-    as PNG. ``Verified.data`` is what the store holds and the training decoder reads. With ``stats`` the pixel sums
-    for the train-split statistics are computed too.
+    as PNG. ``Verified.data`` is what the store holds and the training decoder reads; the pixel sums are for the
+    train-split statistics.
     """
     try:
         img, fmt, pil_mode = open_image(raw)
@@ -71,8 +71,6 @@ def verify_bytes(raw: bytes, stats: bool = True) -> Verified:
         Image.fromarray(rgb).save(buf, format="PNG")
         data = buf.getvalue()
     is_gray = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
-    if not stats:
-        return Verified(True, "", data, len(data), rgb.shape[0], rgb.shape[1], is_gray)
     px = rgb.reshape(-1, 3).astype(np.float64) / 255.0
     gray_px = px @ GRAY_WEIGHTS
     sums = np.concatenate([px.sum(0), [gray_px.sum()]])

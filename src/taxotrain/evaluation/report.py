@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
-from taxotrain.config import ConfigError
 from taxotrain.data.store import SPLITS, Store
 from taxotrain.evaluation.hierarchy import hierarchy_metrics, record_heights
 from taxotrain.evaluation.metrics import confusion, evaluate_probs, per_rank
@@ -35,14 +34,6 @@ class EvalResult:
     files: list[Path]
 
 
-def _store_for(run: LoadedRun, store: str | Path | None) -> Store:
-    candidates = [store] if store else [run.config.data.store, run.store]
-    for c in candidates:
-        if c and Path(c).is_file():
-            return Store(c)
-    raise RunError(f"the store this run was trained on ({run.config.data.store}) is not there; pass --store PATH")
-
-
 def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: str = "test",
                  checkpoint: str = "best", batch_size: int | None = None, workers: int | None = None,
                  tta: str = "auto", target_precision: float = 0.9, baseline: bool = True) -> EvalResult:
@@ -59,18 +50,7 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     paths = RunPaths(Path(run_dir))
     run = load_run(paths.root, which=checkpoint)
     task = run.task
-    st = _store_for(run, store)
-    try:
-        task.check_store(st)
-    except ConfigError as exc:
-        raise RunError(f"{exc}; pass the run's own store with --store") from exc
-    if run.store_fingerprint and st.fingerprint != run.store_fingerprint:
-        raise RunError(f"{st.path} is not the store {paths.root} was trained on: its records or split changed since "
-                       "(was it prepared again?), so its test split may hold training records; evaluate on the run's "
-                       "own store with --store, or train again on this one")
-    if st.taxonomy.to_dict() != run.taxonomy.to_dict():
-        raise RunError(f"{st.path} has a different taxonomy from the one {paths.root} was trained on; pass the "
-                       "run's own store with --store")
+    st = run.open_store(store)
     indices = st.splits[split]
     if len(indices) == 0:
         raise RunError(f"{st.path} has no records in its {split} split; re-run prepare with --{split} above 0")
@@ -95,7 +75,7 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
         thresholds = choose_thresholds(val_decoded.scores, val_decoded.labels, val_labels, target_precision)
         rollup = {"target_precision": target_precision, "chosen_on": "val",
                   "thresholds": dict(zip(run.taxonomy.ranks, thresholds, strict=True))}
-        write_text_atomic(paths.root / "rollup.json", json.dumps(rollup, indent=2) + "\n")
+        write_text_atomic(paths.rollup, json.dumps(rollup, indent=2) + "\n")
         deepest, _ = roll_up(decoded, thresholds)
         metrics["hierarchy"]["rollup"] = {**rollup, "measured_on": split,
                                           **rollup_precision(decoded.labels, labels, deepest, run.taxonomy.ranks)}

@@ -38,6 +38,7 @@ from taxotrain.data.store import Store
 from taxotrain.errors import TaxotrainError, brief
 from taxotrain.files import write_text_atomic
 from taxotrain.run import LoadedRun, load_run
+from taxotrain.run_folder import RunPaths
 from taxotrain_runtime.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, MODEL_FILES
 from taxotrain_runtime.records import DEFAULT_THRESHOLD
 
@@ -76,16 +77,18 @@ def export_run(run_dir: str | Path, out: str | Path, formats: Sequence[str] = ("
     unknown = set(formats) - set(FORMATS)
     if unknown or not formats:
         raise ExportError(f"--format {', '.join(sorted(unknown)) or '(none)'}: choose onnx, torchscript or all")
+    if records < 1 or batch_size < 1:
+        raise ExportError(f"--records {records}: the parity check needs at least one record; give 1 or more")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ExportError(f"{out} exists and is not empty; export into a new folder (nothing in it was changed)")
+    if out.is_file() or (out.is_dir() and any(out.iterdir())):
+        raise ExportError(f"{out} exists and is not an empty folder; export into a new folder (nothing was changed)")
     run = load_run(run_dir, which=checkpoint)
-    st = _store(run, store)
+    st = run.open_store(store, required=False)
     module = run.task.inference_module(run.model).eval()
     out.mkdir(parents=True, exist_ok=True)
     try:
         written = [_write_model(module, run, out, fmt) for fmt in formats]
-        written += _write_metadata(run, out)
+        written += _write_metadata(run, out, module.output_names)
         parity = check_parity(run, module, out, formats, st, records, batch_size)
         failed = [f"{fmt}: max |dp| {r['max_abs_diff']:.1e}, top-1 agreement {r['top1_agreement']}"
                   for fmt, r in parity["formats"].items()
@@ -99,15 +102,6 @@ def export_run(run_dir: str | Path, out: str | Path, formats: Sequence[str] = ("
         shutil.rmtree(out, ignore_errors=True)
         raise
     return Exported(out, written, parity)
-
-
-def _store(run: LoadedRun, store: str | Path | None) -> Store | None:
-    for candidate in ([store] if store else [run.config.data.store, run.store]):
-        if candidate and Path(candidate).is_file():
-            return Store(candidate)
-    if store:
-        raise ExportError(f"--store {store}: not found")
-    return None
 
 
 def _write_model(module: torch.nn.Module, run: LoadedRun, out: Path, fmt: str) -> Path:
@@ -129,14 +123,13 @@ def _write_model(module: torch.nn.Module, run: LoadedRun, out: Path, fmt: str) -
     return path
 
 
-def _write_metadata(run: LoadedRun, out: Path) -> list[Path]:
+def _write_metadata(run: LoadedRun, out: Path, outputs: list[str]) -> list[Path]:
     """spec.json (task, preprocessing, output names), taxonomy.json and rollup.json."""
-    thresholds_file = run.root / "rollup.json"
+    thresholds_file = RunPaths(run.root).rollup
     rollup = json.loads(thresholds_file.read_text()) if thresholds_file.is_file() else {
         "thresholds": {r: DEFAULT_THRESHOLD for r in run.taxonomy.ranks}, "chosen_on": None,
         "note": "the run was never evaluated; taxotrain evaluate chooses thresholds on val"}
-    module_outputs = [f"probs_{rank}" for rank in run.taxonomy.ranks] + ["embedding"]
-    spec = {"task": run.task.name, "spec": run.task.spec.to_dict(), "input": "input", "outputs": module_outputs,
+    spec = {"task": run.task.name, "spec": run.task.spec.to_dict(), "input": "input", "outputs": outputs,
             "id_columns": list(run.task.id_columns), "extra_columns": list(run.task.extra_columns),
             "backbone": run.config.model.backbone, "head": run.config.model.head}
     return [write_text_atomic(out / "spec.json", json.dumps(spec, indent=2) + "\n"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import shlex
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,14 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
-from taxotrain.config import Config
+from taxotrain.config import Config, one_line_error
 from taxotrain.data.specs import InputSpec
 from taxotrain.run import LoadedRun, RunError, load_run, torch_threads
+from taxotrain.run_folder import RunPaths
 from taxotrain.tasks import PredictionRecord, Task, create_task
 from taxotrain.taxonomy import Taxonomy
 from taxotrain_runtime.bundle import Bundle, BundleError, is_bundle
-from taxotrain_runtime.records import DEFAULT_THRESHOLD
+from taxotrain_runtime.records import read_rollup
 
 
 @dataclass
@@ -39,16 +40,9 @@ class Thresholds:
 
 def load_thresholds(run: LoadedRun) -> Thresholds:
     """Roll-up thresholds from ``rollup.json`` (chosen on val by evaluate); 0.5 per rank before any evaluation."""
-    path = run.root / "rollup.json"
-    if not path.is_file():
-        return Thresholds([DEFAULT_THRESHOLD] * len(run.taxonomy.ranks),
-                          f"{DEFAULT_THRESHOLD} at every rank: the run was never evaluated, so none were chosen "
-                          f"(taxotrain evaluate {shlex.quote(str(run.root))} chooses them on val)")
-    saved = json.loads(path.read_text())
-    values = [float(saved["thresholds"].get(r, DEFAULT_THRESHOLD)) for r in run.taxonomy.ranks]
-    shown = ", ".join(f"{r} {v:.3g}" for r, v in zip(run.taxonomy.ranks, values, strict=True))
-    return Thresholds(values, f"{shown}, chosen on {saved.get('chosen_on', 'val')} for a precision of "
-                              f"{saved.get('target_precision', '?')}")
+    values, source = read_rollup(RunPaths(run.root).rollup, run.taxonomy.ranks,
+                                 f"taxotrain evaluate {shlex.quote(str(run.root))} chooses them on val")
+    return Thresholds(values, source)
 
 
 @dataclass
@@ -76,7 +70,11 @@ class Predictor:
             bundle = Bundle.open(folder)
         except BundleError as exc:
             raise RunError(str(exc)) from exc
-        config = Config.model_validate({"task": bundle.spec["task"]})
+        try:
+            config = Config.model_validate({"task": bundle.spec["task"]})
+        except ValidationError as exc:
+            raise RunError(f"{folder}: {one_line_error(exc)} (a bundle of a task this installation does not have)") \
+                from exc
         task = create_task(config, taxonomy=Taxonomy.from_dict(bundle.tree.to_dict()),
                            spec=InputSpec.from_dict(bundle.spec["spec"]))
         thresholds = Thresholds(bundle.thresholds, bundle.thresholds_source)

@@ -105,7 +105,7 @@ class Task:
         return spec_from_checkpoint(info)
 
     def build_backbone(self, pretrained: bool, drop_path_rate: float) -> nn.Module:
-        """The backbone (pooled features, ``num_features`` wide) for ``spec.channels_in`` input channels."""
+        """The backbone (pooled features, ``num_features`` wide) for the spec's input channels."""
         raise NotImplementedError
 
     def dataset(self, store: Store, split: str, train: bool = False, stage: Stage | None = None,
@@ -188,8 +188,8 @@ class Task:
 
     def check_config(self) -> None:
         """Check every config value that names a rank or a metric against the taxonomy, right after the store is
-        opened (``fit`` and ``tune`` call it): one line naming the key, what it got and what it takes."""
-        self._check_rank_names()
+        opened (``fit`` and ``tune`` call it): one line naming the key, what it got and what it takes. (The keys
+        that name ranks were checked when the task was created.)"""
         cfg = self.config
         allowed = self.monitors()
         for key, value in (("trainer.monitor", cfg.trainer.monitor), ("tune.metric", cfg.tune.metric)):
@@ -198,8 +198,8 @@ class Task:
         few = [f"{rank} ({n})" for rank, n in zip(self.taxonomy.ranks, self.taxonomy.num_classes, strict=True) if n < 2]
         if few:
             raise ConfigError(f"the store has fewer than 2 classes at rank(s) {', '.join(few)}: nothing to classify "
-                              "there; prepare a dataset with at least 2 classes at every rank (or drop the rank "
-                              "from --ranks)")
+                              "there; prepare a dataset with at least 2 classes at every rank (for images, or leave "
+                              "the rank out of --ranks)")
 
     def monitor(self) -> str:
         """``trainer.monitor``, with ``auto`` resolved (:meth:`default_monitor`)."""
@@ -247,11 +247,10 @@ class Task:
         :meth:`prediction_batches` give) -> normalisation -> model -> probabilities per rank and the embedding."""
         return self.objective.inference(model, self.input_preprocess())
 
-    def predict_step(self, model: nn.Module, batch: dict[str, torch.Tensor], tta: str = "none"
+    def predict_step(self, module: nn.Module, batch: dict[str, torch.Tensor], tta: str = "none"
                      ) -> dict[str, np.ndarray]:
-        """Probabilities per rank of a batch of raw inputs, averaged over the test-time views (``model`` is the
-        trained model or its :meth:`inference_module`)."""
-        module = model if hasattr(model, "output_names") else self.inference_module(model)
+        """Probabilities per rank of a batch of raw inputs, averaged over the test-time views; ``module`` is the
+        :meth:`inference_module` of the trained model."""
         return self.objective.predict(module, self.views(batch["input"], tta))
 
     def records(self, outputs: dict[str, np.ndarray], batch: InputBatch, thresholds: list[float] | None,
@@ -269,7 +268,7 @@ class Task:
 
     def describe_input(self) -> str:
         """What the model takes, for logs and reports (``48 px, 1 channel(s)``)."""
-        return self.spec.describe()  # type: ignore[attr-defined]
+        return self.spec.describe()
 
 
 # ------------------------------------------------------------------------------------------------ registry

@@ -8,6 +8,7 @@ and metric values named ``<rank>/<metric>`` from :class:`RankMetrics`.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -97,10 +98,24 @@ class RankClassification:
         self.config = config
         self.taxonomy = taxonomy
         self.ranks = list(taxonomy.ranks)
-        self.loss = MultiRankLoss.from_config(config.loss, taxonomy)
-        self.mixer = TaxonomyMixer(config.mix, taxonomy.ranks)
-        self.gradnorm = (GradNorm(len(taxonomy.ranks), config.loss.gradnorm_alpha, config.loss.gradnorm_lr)
-                         if config.loss.weighting == "gradnorm" else None)
+
+    # The training parts are built on first use: a run restored for evaluate, predict or export never needs them, and
+    # taxonomic smoothing's targets cost O(classes^2) per rank.
+    @cached_property
+    def loss(self) -> MultiRankLoss:
+        """The per-rank loss (with its smoothing targets)."""
+        return MultiRankLoss.from_config(self.config.loss, self.taxonomy)
+
+    @cached_property
+    def mixer(self) -> TaxonomyMixer:
+        """Mixup/cutmix, within a rank if configured."""
+        return TaxonomyMixer(self.config.mix, self.ranks)
+
+    @cached_property
+    def gradnorm(self) -> GradNorm | None:
+        """GradNorm's learnt rank weights, when ``loss.weighting: gradnorm``."""
+        cfg = self.config.loss
+        return GradNorm(len(self.ranks), cfg.gradnorm_alpha, cfg.gradnorm_lr) if cfg.weighting == "gradnorm" else None
 
     def build_model(self, backbone: nn.Module) -> TaxonomicClassifier:
         """The head ``model.head`` names on ``backbone``: logits per rank."""

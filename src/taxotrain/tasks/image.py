@@ -147,10 +147,9 @@ class ImageClassification(Task):
 
         from PIL import Image
 
-        from taxotrain.data.images import decode_bytes
+        from taxotrain_runtime.images import load_image
 
-        img = decode_bytes(store.read(index), 3).permute(1, 2, 0).numpy()
-        pil = Image.fromarray(img)
+        pil = Image.fromarray(load_image(store.read(index), 3))  # 8-bit whatever the stored file (16-bit PNGs too)
         pil.thumbnail((size, size))
         buf = io.BytesIO()
         pil.save(buf, format="PNG")

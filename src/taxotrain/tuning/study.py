@@ -285,6 +285,15 @@ def _epochs_done(run_dir: Path) -> int:
 # ------------------------------------------------------------------------------------------------ the loop
 
 
+def _check_against_store(cfg: Config) -> None:
+    """Check the keys that name ranks or metrics (tune.metric, trainer.monitor, ...) against the store before the
+    first trial, so a typo is one line here and not the same error in every trial's fit.log."""
+    from taxotrain.data.store import Store
+    from taxotrain.tasks import create_task
+
+    create_task(cfg, store=Store(cfg.data.store)).check_config()
+
+
 def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
     """Run (or resume) the study that ``cfg.tune`` describes in ``cfg.run.dir``; see the module docstring.
 
@@ -301,6 +310,7 @@ def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
         raise ConfigError("data.store is not set; give the store from `taxotrain prepare`, e.g. data.store=plankton.h5")
     if not Path(cfg.data.store).is_file():
         raise ConfigError(f"data.store {cfg.data.store} not found; write it with `taxotrain prepare`")
+    _check_against_store(cfg)
     study_dir = Path(cfg.run.dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     logfile = study_dir / "tune.log"
