@@ -58,6 +58,17 @@ def test_ucr_folder_keeps_the_official_test_split(gunpoint_store: Path) -> None:
     assert [names[i] for i in store.labels[store.splits["test"], 0]] == list(np.asarray(y_test).astype(str))
 
 
+def test_a_folder_with_an_equal_length_variant_reads_the_one_named_after_it(tmp_path: Path) -> None:
+    # JapaneseVowels ships JapaneseVowels_TRAIN.ts (12 channels, 7-29 samples) beside JapaneseVowels_eq_TRAIN.ts
+    out = tmp_path / "jv.h5"
+    assert main(["prepare", str(ucr_folder("JapaneseVowels")), "--out", str(out)]) == 0
+    store = Store(out)
+    X_test, _ = load_from_ts_file(str(ucr_folder("JapaneseVowels") / "JapaneseVowels_TEST.ts"))
+    assert store.payload.shape[1:] == (12, 29) and len(store.splits["test"]) == len(X_test) == 370
+    lengths = set(store.payload.lengths.tolist())
+    assert min(lengths) == 7 and max(lengths) == 29 and len(lengths) > 10  # variable lengths, not the _eq version
+
+
 def test_capfinder_csv_with_long_fields_and_bad_rows(tmp_path: Path) -> None:
     X, y = _osuleaf()
     folder = tmp_path / "caps"

@@ -239,8 +239,13 @@ class UCRTs(SignalReader):
             yield from _ts_rows(self.path, official_test=False)
             return
         train = sorted(self.path.glob("*_TRAIN.ts"))
-        if len(train) > 1:
-            raise IngestError(f"{self.path} holds {len(train)} *_TRAIN.ts files; give one dataset folder")
+        if len(train) > 1:  # e.g. JapaneseVowels_TRAIN.ts beside its equal-length variant JapaneseVowels_eq_TRAIN.ts
+            named = self.path / f"{self.path.name}_TRAIN.ts"
+            if not named.is_file():
+                names = ", ".join(p.name for p in train)
+                raise IngestError(f"{self.path} holds {len(train)} *_TRAIN.ts files ({names}) and none is named after "
+                                  "the folder; keep one _TRAIN/_TEST pair in it")
+            train = [named]
         yield from _ts_rows(train[0], official_test=False)
         test = train[0].with_name(train[0].name.replace("_TRAIN.ts", "_TEST.ts"))
         if test.is_file():
