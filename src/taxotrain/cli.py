@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", type=Path, help="store whose test split checks the export (default: the run's)")
     s.add_argument("--records", type=int, default=1000, help="test records the parity check runs on (default 1000)")
 
+    s = sub.add_parser("ensemble", help="a run that averages the probabilities of trained runs on the same store "
+                       "(e.g. 5 seeds, or a network and a ROCKET-family model); evaluate and predict take it as a run")
+    s.add_argument("runs", type=Path, nargs="+", help="run folders (or .ckpt files) of the members, at least 2")
+    s.add_argument("--out", type=Path, required=True, help="run folder to write for the ensemble (new)")
+    s.add_argument("--checkpoint", default="best", choices=["best", "last"], help="members' checkpoint (default best)")
+
     s = sub.add_parser("demo", help="the whole path on bundled data: prepare, fit, evaluate and predict on a generated "
                        "3-rank image set, then on OSULeaf leaf outlines (a real 1-D signal set in the aeon wheel)",
                        description="Runs prepare -> fit -> evaluate -> predict twice: on a generated synthetic image "
@@ -275,6 +281,14 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(exported.summary())
 
 
+def _cmd_ensemble(args: argparse.Namespace) -> None:
+    from taxotrain.training.ensemble import make_ensemble
+
+    out = make_ensemble(args.runs, args.out, which=args.checkpoint)
+    print(f"ensemble of {len(args.runs)} runs (mean of their probabilities) -> {out}; next: taxotrain evaluate "
+          f"{shlex.quote(str(out))}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from taxotrain.demo import run_demo
 
@@ -284,7 +298,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"init-config": _cmd_init_config, "prepare": _cmd_prepare, "fit": _cmd_fit, "tune": _cmd_tune,
-            "evaluate": _cmd_evaluate, "predict": _cmd_predict, "export": _cmd_export, "demo": _cmd_demo}
+            "evaluate": _cmd_evaluate, "predict": _cmd_predict, "export": _cmd_export, "ensemble": _cmd_ensemble,
+            "demo": _cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -100,7 +100,13 @@ class DataConfig(_Section):
 
 class ModelConfig(_Section):
     backbone: str = Field("resnet18", description="any timm model name for images, e.g. resnet18, convnext_tiny; for "
-                          "task: signal one of cnn_lstm, attention_cnn_lstm, resnet1d, inception_time, encoder")
+                          "task: signal a network (cnn_lstm, attention_cnn_lstm, resnet1d, inception_time, encoder), "
+                          "a ROCKET-family model fitted in closed form (minirocket, multirocket, hydra, "
+                          "multirocket_hydra), or auto: the best of model.candidates on the train (leave-one-out) and "
+                          "val splits")
+    candidates: list[str] | None = Field(
+        None, description="model.backbone: auto chooses among these closed-form models; null = the task's own list "
+        "(signals: multirocket_hydra, multirocket, minirocket, hydra; ties go to the earlier)")
     kwargs: dict[str, Any] | None = Field(
         None, description="keyword arguments of the backbone: of the signal network (task: signal, e.g. {width: 32}) "
         "or of timm.create_model (image tasks, e.g. {global_pool: max}); null = its defaults")
@@ -367,6 +373,7 @@ class TaskRules:
 
     description: str
     default_backbone: str
+    candidates: tuple[str, ...] = ()  # what model.backbone: auto chooses among (closed-form models; none = no auto)
     init_defaults: dict[str, Any] = dataclass_field(default_factory=dict)
     not_applicable: dict[str, str] = dataclass_field(default_factory=dict)
 

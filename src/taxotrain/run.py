@@ -9,7 +9,7 @@ import pickle
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ class LoadedRun:
     checkpoint: Path
     store: str | None = None  # the store the run was trained on
     store_fingerprint: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)  # the checkpoint's taxotrain metadata
 
     @property
     def config(self) -> Config:
@@ -143,7 +144,10 @@ def load_run(target: str | Path, which: str = "best") -> LoadedRun:
     ckpt = read_checkpoint(path)
     info = ckpt[CKPT_KEY]
     task = restore_task(info)
-    model = task.build_model(pretrained=False)
+    if info.get("members"):  # written by `taxotrain ensemble`: each member rebuilt from its own metadata
+        model = task.ensemble_model([restore_task(m).build_model(pretrained=False) for m in info["members"]])
+    else:
+        model = task.build_model(pretrained=False)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)
@@ -151,4 +155,4 @@ def load_run(target: str | Path, which: str = "best") -> LoadedRun:
         raise RunError(f"{path}: weights do not fit model '{task.config.model.backbone}' "
                        f"({brief(exc)})") from exc
     model.eval()
-    return LoadedRun(model, task, path, info.get("store"), info.get("store_fingerprint"))
+    return LoadedRun(model, task, path, info.get("store"), info.get("store_fingerprint"), info)

@@ -5,6 +5,8 @@
     <run.dir>/config.yaml            resolved config of the fit
     <run.dir>/checkpoints/best.ckpt  best epoch by trainer.monitor;  checkpoints/last.ckpt  the latest epoch
     <run.dir>/metrics.csv            one row per epoch
+    <run.dir>/selection.json         model.backbone: auto: every candidate's score and fit time, and the one chosen
+    <run.dir>/ensemble.json          `taxotrain ensemble`: the member runs (checkpoints, backbones) averaged
     <run.dir>/mlruns/, tensorboard/  tracker files
     <run.dir>/metrics.json, per_class.csv, confusion_<rank>.png, curves_*.png, report.html   from evaluate
     <run.dir>/predictions_<split>.npz  per-record probabilities and decoded paths (what --compare resamples)
@@ -62,6 +64,14 @@ class RunPaths:
     @property
     def rollup(self) -> Path:
         return self.root / "rollup.json"
+
+    @property
+    def selection(self) -> Path:
+        return self.root / "selection.json"
+
+    @property
+    def ensemble(self) -> Path:
+        return self.root / "ensemble.json"
 
     @property
     def mlflow_run_id(self) -> Path:

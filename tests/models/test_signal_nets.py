@@ -85,9 +85,9 @@ def test_signal_model_has_the_same_interface_as_images() -> None:
 
 
 def test_unknown_names_and_arguments_are_one_line() -> None:
-    with pytest.raises(SignalNetError, match="unknown signal network 'resnet2d'.*resnet1d"):
+    with pytest.raises(SignalNetError, match="unknown signal network 'resnet2d'.*resnet1d.*multirocket_hydra"):
         create_signal_net("resnet2d")
-    with pytest.raises(SignalNetError, match="minirocket is the baseline"):
+    with pytest.raises(SignalNetError, match="minirocket needs the series length"):
         create_signal_net("minirocket")
     with pytest.raises(SignalNetError, match="model.kwargs for cnn_lstm"):
         create_signal_net("cnn_lstm", widht=3)

@@ -29,7 +29,7 @@ def test_signal_run_folder_and_report(signal_run: Path, capsys: pytest.CaptureFi
         rows = list(csv.DictReader(fh))
     assert len(rows) == 4 and 0 <= float(rows[-1]["val/class/top1"]) <= 1
     assert main(["evaluate", str(signal_run)]) == 0
-    assert "MiniRocket baseline top1" in capsys.readouterr().out
+    assert "baselines top1 MiniRocket" in capsys.readouterr().out
     metrics = json.loads((signal_run / "metrics.json").read_text())
     assert metrics["evaluation"]["records"] == 150 and 0 <= metrics["ranks"]["class"]["top1"] <= 1
     assert metrics["baseline"]["minirocket"]["top1"] > 0.9  # MiniRocket is a strong baseline on GunPoint

@@ -40,3 +40,15 @@ class StoreDataset(Dataset):
 def no_transform(x: torch.Tensor) -> torch.Tensor:
     """The identity (picklable, for datasets whose ``read`` already prepares the input)."""
     return x
+
+
+def stack_dataset(dataset: Dataset, batch_size: int = 256) -> tuple[torch.Tensor, np.ndarray]:
+    """Every sample of ``dataset`` at once: inputs stacked ``[N, ...]`` and targets ``[N, ranks]`` (for models fitted
+    in closed form on a whole split)."""
+    from torch.utils.data import DataLoader
+
+    inputs, targets = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, num_workers=0):
+        inputs.append(batch["input"])
+        targets.append(batch["target"])
+    return torch.cat(inputs), torch.cat(targets).numpy()

@@ -70,7 +70,7 @@ def evaluate_probs(probs: dict[str, np.ndarray], labels: np.ndarray, taxonomy: T
     return metrics, rows
 
 
-SECTIONS = ("ranks", "hierarchy", "baseline", "evaluation")
+SECTIONS = ("ranks", "hierarchy", "baseline", "fit", "evaluation")
 
 
 def per_rank(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:

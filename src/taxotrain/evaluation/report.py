@@ -83,6 +83,8 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
         baselines = task.baselines(st, split)
         if baselines:
             metrics["baseline"] = baselines
+    if (fitted := fit_time(paths.metrics_csv)) is not None:
+        metrics["fit"] = fitted
     digest = hashlib.sha1(indices.tobytes() + str(st.attrs.get("created")).encode()).hexdigest()[:16]
     metrics["evaluation"] = {"split": split, "records": int(len(indices)), "checkpoint": str(run.checkpoint),
                              "tta": tta, "split_digest": digest, "store_fingerprint": st.fingerprint,
@@ -138,12 +140,22 @@ def _write_html(paths: RunPaths, run: LoadedRun, metrics: dict[str, Any], rows: 
     return write_text_atomic(paths.report, render_report(inputs))
 
 
+def fit_time(metrics_csv: Path) -> dict[str, Any] | None:
+    """The run's training time from its ``metrics.csv``: seconds summed over epochs (start-up excluded), epochs."""
+    if not metrics_csv.is_file():
+        return None
+    with metrics_csv.open(newline="") as fh:
+        seconds = [float(r["seconds"]) for r in csv.DictReader(fh) if r.get("seconds")]
+    return {"seconds": round(sum(seconds), 2), "epochs": len(seconds)} if seconds else None
+
+
 def summary_line(result: EvalResult) -> str:
-    """One line per rank: top-1 and macro-F1."""
+    """One line per rank: top-1 and macro-F1; then the baselines' top-1."""
     parts = [f"{r} top1 {m['top1']:.3f} macro-F1 {m['macro_f1']:.3f}" for r, m in per_rank(result.metrics).items()
              if m.get("top1") is not None]
-    for name, base in (result.metrics.get("baseline") or {}).items():
-        parts.append(f"{base.get('name', name)} baseline top1 {base['top1']:.3f}")
+    baselines = result.metrics.get("baseline") or {}
+    if baselines:
+        parts.append("baselines top1 " + ", ".join(f"{b.get('name', k)} {b['top1']:.3f}" for k, b in baselines.items()))
     return "; ".join(parts) + f"; report {result.report}"
 
 

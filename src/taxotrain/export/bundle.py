@@ -83,6 +83,10 @@ def export_run(run_dir: str | Path, out: str | Path, formats: Sequence[str] = ("
     if out.is_file() or (out.is_dir() and any(out.iterdir())):
         raise ExportError(f"{out} exists and is not an empty folder; export into a new folder (nothing was changed)")
     run = load_run(run_dir, which=checkpoint)
+    if run.task.fits_in_closed_form(run.model):
+        raise ExportError(f"{run.root}: model.backbone={run.config.model.backbone} is fitted in closed form and its "
+                          "transform is aeon's numba code, which ONNX and TorchScript cannot hold; predict with "
+                          "`taxotrain predict RUN` (nothing was written)")
     st = run.open_store(store, required=False)
     module = run.task.inference_module(run.model).eval()
     out.mkdir(parents=True, exist_ok=True)

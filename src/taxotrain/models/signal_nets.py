@@ -1,8 +1,9 @@
 """1-D signal networks: a registry, one ``create_signal_net`` and five small ``nn.Module``s.
 
 Every network maps a batch of series ``[B, C, L]`` to a pooled embedding ``[B, num_features]``; the taxotrain heads
-turn that into logits per rank, exactly as for image backbones. ``minirocket`` is not here: it is the non-neural
-baseline that ``taxotrain evaluate`` fits beside every signal model (``taxotrain.evaluation.baseline``).
+turn that into logits per rank, exactly as for image backbones. The ROCKET family (``minirocket``, ``multirocket``,
+``hydra``, ``multirocket_hydra``) is fitted in closed form, not by gradient: it lives in ``models/rocket.py`` and
+``create_signal_net`` builds it too.
 """
 
 from __future__ import annotations
@@ -37,20 +38,25 @@ def list_signal_nets() -> list[str]:
     return sorted(_NETS)
 
 
-def create_signal_net(name: str, in_chans: int = 1, **kwargs: object) -> nn.Module:
-    """Build the signal network registered as ``name``; ``None`` keyword arguments keep the network's defaults.
+def create_signal_net(name: str, in_chans: int = 1, length: int | None = None, seed: int = 0,
+                      **kwargs: object) -> nn.Module:
+    """Build the signal backbone registered as ``name``: a network, or a ROCKET-family model (``models/rocket.py``,
+    which needs the series ``length`` and takes ``seed``); ``None`` keyword arguments keep the defaults.
 
     Example:
         >>> net = create_signal_net("resnet1d", in_chans=1, width=32)
         >>> net(torch.randn(2, 1, 100)).shape[1] == net.num_features
         True
     """
-    if name == "minirocket":
-        raise SignalNetError("minirocket is the baseline that `taxotrain evaluate` fits beside every signal run, not a "
-                             f"trainable network; model.backbone takes one of: {', '.join(list_signal_nets())}")
+    from taxotrain.models.rocket import create_rocket, list_rocket_models
+
+    if name in list_rocket_models():
+        if length is None:
+            raise SignalNetError(f"{name} needs the series length (the spec's) to be built")
+        return create_rocket(name, in_chans, length, seed, **{k: v for k, v in kwargs.items() if v is not None})
     if name not in _NETS:
         raise SignalNetError(f"unknown signal network '{name}'; for task: signal, model.backbone takes one of: "
-                             f"{', '.join(list_signal_nets())}")
+                             f"{', '.join(list_signal_nets() + list_rocket_models())}")
     try:
         return _NETS[name](in_chans=in_chans, **{k: v for k, v in kwargs.items() if v is not None})
     except TypeError as exc:

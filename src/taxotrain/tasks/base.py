@@ -212,6 +212,10 @@ class Task:
         rate = self.config.model.drop_path_rate if drop_path_rate is None else drop_path_rate
         return self.objective.build_model(self.build_backbone(pretrained, rate))
 
+    def ensemble_model(self, members: list[nn.Module]) -> nn.Module:
+        """One model from trained ``members`` of this task that take the same inputs (``taxotrain ensemble``)."""
+        return self.objective.ensemble(members)
+
     # ------------------------------------------------------------------ the objective: forwarded
 
     def set_stage(self, stage: Stage) -> None:
@@ -229,6 +233,16 @@ class Task:
     def validation_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         """Loss and outputs of a validation batch (for :meth:`metrics`)."""
         return self.objective.validation_step(model, batch)
+
+    def fits_in_closed_form(self, model: nn.Module) -> bool:
+        """Whether ``model`` is fitted in one closed-form pass over the train split (the ROCKET family) instead of
+        gradient epochs; ``fit`` then calls :meth:`fit_closed_form` (``training/closed_form.py``)."""
+        return bool(getattr(getattr(model, "backbone", model), "closed_form", False))
+
+    def fit_closed_form(self, model: nn.Module, x: torch.Tensor, targets: np.ndarray) -> dict[str, Any]:
+        """Fit a closed-form ``model`` on the train split's inputs ``x`` (as validation feeds them) and ``targets``;
+        returns what was chosen per rank (penalty, leave-one-out top-1 and log loss, temperature)."""
+        return self.objective.fit_closed_form(model, x, targets)
 
     def metrics(self) -> nn.Module:
         """Fresh validation metrics: ``update(outputs, batch)``, ``compute() -> {name: value}``, ``reset()``."""

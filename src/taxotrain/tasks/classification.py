@@ -121,6 +121,12 @@ class RankClassification:
         """The head ``model.head`` names on ``backbone``: logits per rank."""
         return build_classifier(backbone, self.config.model, self.taxonomy)
 
+    def ensemble(self, members: list[nn.Module]) -> nn.Module:
+        """The members' probabilities averaged at every rank."""
+        from taxotrain.models.ensemble import EnsembleClassifier
+
+        return EnsembleClassifier(members, self.ranks)
+
     def set_mixup(self, alpha: float) -> None:
         """Mixup's Beta(alpha, alpha) from now on (progressive stages grow it)."""
         if self.mixer.cfg.mixup_alpha != alpha:
@@ -161,6 +167,15 @@ class RankClassification:
     def default_metric(self) -> str:
         """The finest rank's top-1."""
         return f"{self.taxonomy.finest}/top1"
+
+    def fit_closed_form(self, model: nn.Module, x: torch.Tensor, targets: np.ndarray) -> dict[str, Any]:
+        """The backbone's transform, then a ridge classifier per rank written into the ``linear`` heads."""
+        from dataclasses import asdict
+
+        from taxotrain.models.ridge import fit_closed_form
+
+        fitted = fit_closed_form(model, x, targets, self.taxonomy)
+        return {rank: {k: v for k, v in asdict(f).items() if k not in ("weight", "bias")} for rank, f in fitted.items()}
 
     # ------------------------------------------------------------------ prediction
 

@@ -34,7 +34,8 @@ class ImageClassification(Task):
     rules = TaskRules(
         description="image classification: organism images at every rank (any timm backbone)",
         default_backbone="resnet18",
-        not_applicable={"data.signal_augment": SIGNAL_ONLY},
+        not_applicable={"data.signal_augment": SIGNAL_ONLY,
+                        "model.candidates": f"{SIGNAL_ONLY} (model.backbone: auto chooses among closed-form models)"},
     )
     spec_type = ImageSpec
     store_kind = IMAGE_KIND

@@ -36,6 +36,7 @@ class SignalClassification(Task):
     rules = TaskRules(
         description="signal classification: 1-D series (nanopore, outlines, sensors)",
         default_backbone="resnet1d",
+        candidates=("multirocket_hydra", "multirocket", "minirocket", "hydra"),
         init_defaults={"data": {"batch_size": 16},
                        "optim": {"lr": 1e-3, "weight_decay": 0.01, "warmup_epochs": 0.5, "min_lr_ratio": 0.01},
                        "loss": {"label_smoothing": 0.1},
@@ -65,11 +66,12 @@ class SignalClassification(Task):
                           std=None if znorm else tuple(store.attrs["std_signal"]))
 
     def build_backbone(self, pretrained: bool, drop_path_rate: float) -> nn.Module:
-        """``model.backbone`` from the signal-network registry, with ``model.kwargs``."""
+        """``model.backbone`` from the signal-network registry (a network or a ROCKET-family model), with
+        ``model.kwargs``."""
         from taxotrain.models.signal_nets import create_signal_net
 
-        return create_signal_net(self.config.model.backbone, in_chans=self.spec.channels,
-                                 **(self.config.model.kwargs or {}))
+        return create_signal_net(self.config.model.backbone, in_chans=self.spec.channels, length=self.spec.length,
+                                 seed=self.config.run.seed, **(self.config.model.kwargs or {}))
 
     def transform(self, train: bool) -> nn.Module:
         """Standardisation, plus the switched-on augmentations for training."""
@@ -176,12 +178,32 @@ class SignalClassification(Task):
         return {"length": self.spec.length}
 
     def baselines(self, store: Store, split: str) -> dict[str, dict[str, Any]]:
-        """MiniRocket + ridge, fitted on the store's train split and scored on ``split`` (the finest rank)."""
-        import numpy as np
+        """Every ROCKET-family model, fitted as ``fit`` fits it (its transform and a ridge per rank on the store's
+        train split) and scored on ``split`` at the finest rank, with the seconds its fit and prediction took."""
+        import time
 
-        from taxotrain.models.rocket import minirocket_top1
+        import torch
 
-        data, train, test = store.data(), store.splits["train"], store.splits[split]
-        return {"minirocket": minirocket_top1(np.asarray(data[train]), store.labels[train, -1],
-                                              np.asarray(data[test]), store.labels[test, -1],
-                                              seed=self.config.run.seed)}
+        from taxotrain.data.dataset import stack_dataset
+        from taxotrain.models.ridge import fit_closed_form
+        from taxotrain.models.rocket import DISPLAY_NAMES, list_rocket_models
+        from taxotrain.models.signal_nets import create_signal_net
+
+        x_train, y_train = stack_dataset(self.dataset(store, "train"))
+        x_test, y_test = stack_dataset(self.dataset(store, split))
+        known = y_test[:, -1] >= 0
+        found = {}
+        for name in list_rocket_models():
+            t0 = time.time()
+            backbone = create_signal_net(name, in_chans=self.spec.channels, length=self.spec.length,
+                                         seed=self.config.run.seed)
+            model = self.objective.build_model(backbone).eval()
+            fit_closed_form(model, x_train, y_train, self.taxonomy)
+            with torch.no_grad():
+                predicted = model(input=x_test)[self.taxonomy.finest].argmax(-1).numpy()
+            found[name] = {"name": DISPLAY_NAMES[name], "top1": float((predicted == y_test[:, -1])[known].mean()),
+                           "records": int(known.sum()), "train_records": len(x_train),
+                           "seconds": round(time.time() - t0, 2),
+                           "method": f"aeon {DISPLAY_NAMES[name]} ({backbone.num_features:,} features) + ridge per "
+                                     "rank, as model.backbone=" + name}
+        return found

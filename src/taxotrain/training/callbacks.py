@@ -18,6 +18,12 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from taxotrain.files import atomic_path
 
 
+def current_lr(trainer: L.Trainer) -> float:
+    """The first parameter group's learning rate; NaN when nothing is optimised (a closed-form fit)."""
+    groups = trainer.optimizers[0].param_groups if trainer.optimizers else []
+    return float(groups[0]["lr"]) if groups else float("nan")
+
+
 class EpochCSV(L.Callback):
     """Writes one row per epoch to ``metrics.csv``: epoch, time, lr, mean train loss and every ``val/*`` metric.
 
@@ -46,7 +52,7 @@ class EpochCSV(L.Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
                "seconds": round(time.time() - self._t0, 2),
-               "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan"),
+               "lr": current_lr(trainer),
                "train/loss": getattr(pl_module, "train_loss_mean", float("nan")), **self.extra(trainer), **metrics}
         rows = []
         if self.path.is_file():

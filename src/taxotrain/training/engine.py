@@ -22,11 +22,13 @@ from taxotrain.run import CKPT_KEY, RunError, RunPaths, read_checkpoint, torch_t
 from taxotrain.stages import expand_stages, is_progressive, max_drop_path
 from taxotrain.tasks import create_task
 from taxotrain.training.callbacks import AtomicCheckpointIO, EpochCSV, RNGState, RunCheckpoint
+from taxotrain.training.closed_form import ClosedFormModule, check_closed_form_config
 from taxotrain.training.datamodule import TaskDataModule
 from taxotrain.training.interrupt import FitInterrupted, GracefulInterrupt
 from taxotrain.training.module import TaskModule
 from taxotrain.training.progress import PlainProgress, TrainProgressBar
 from taxotrain.training.progressive import StageRegularization
+from taxotrain.training.select import AUTO, chosen_before, select_backbone
 
 
 @dataclass
@@ -160,6 +162,7 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     if not cfg.data.store:
         raise ConfigError("data.store is not set; give the store from `taxotrain prepare`, e.g. data.store=plankton.h5")
     paths = RunPaths(Path(cfg.run.dir))
+    cfg = chosen_before(cfg, paths) if resume else cfg
     ckpt_path, resumed = resolve_resume(paths, resume, cfg)
     store = Store(cfg.data.store)
     if resumed.get("store_fingerprint") and resumed["store_fingerprint"] != store.fingerprint:
@@ -167,6 +170,8 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
                        f"differs from {resumed.get('store')}); resume with that store, or start a new run.dir")
     if len(store.splits["val"]) == 0:
         raise ConfigError(f"{store.path} has an empty val split; re-run prepare with --val above 0")
+    if cfg.model.backbone == AUTO:
+        cfg = select_backbone(cfg, store, paths)
     stages = expand_stages(cfg)
     task = create_task(cfg, store=store, stages=stages)
     task.check_config()
@@ -179,12 +184,18 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume
     warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)`? is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*configure_optimizers` returned `None`.*")  # closed-form fits
+    warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     dm = TaskDataModule(task, store, stages)
     # built with the largest drop-path of any stage; StageRegularization scales it per stage
     model = task.build_model(drop_path_rate=max_drop_path(stages))
-    module = TaskModule(task, model, stages, monitor=monitor,
-                        store={"store": str(store.path.resolve()), "store_fingerprint": store.fingerprint})
+    closed_form = task.fits_in_closed_form(model)
+    if closed_form:
+        check_closed_form_config(cfg)
+    module = (ClosedFormModule if closed_form else TaskModule)(
+        task, model, stages, monitor=monitor,
+        store={"store": str(store.path.resolve()), "store_fingerprint": store.fingerprint})
     if cfg.trainer.compile:
         model.compile(backend=cfg.trainer.compile_backend)  # in place: parameter names and checkpoints unchanged
 
@@ -215,17 +226,20 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     elif progress == "plain":
         all_callbacks.append(PlainProgress(cfg.trainer.log_every_n_steps))
 
-    trainer = L.Trainer(
-        default_root_dir=str(paths.root), max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices, precision=resolve_precision(cfg), gradient_clip_val=cfg.trainer.gradient_clip_val,
-        callbacks=all_callbacks, logger=build_loggers(cfg, paths, ckpt_path is not None) or False,
-        log_every_n_steps=cfg.trainer.log_every_n_steps, enable_progress_bar=progress == "rich",
-        enable_model_summary=False, num_sanity_val_steps=0, limit_train_batches=cfg.trainer.limit_train_batches,
-        limit_val_batches=cfg.trainer.limit_val_batches, plugins=[AtomicCheckpointIO()],
-        reload_dataloaders_every_n_epochs=1 if len(stages) > 1 else 0,
-    )
+    trainer = L.Trainer(**{
+        "default_root_dir": str(paths.root), "max_epochs": cfg.trainer.max_epochs,
+        "accelerator": cfg.trainer.accelerator, "devices": cfg.trainer.devices, "precision": resolve_precision(cfg),
+        "gradient_clip_val": cfg.trainer.gradient_clip_val, "callbacks": all_callbacks,
+        "logger": build_loggers(cfg, paths, ckpt_path is not None) or False,
+        "log_every_n_steps": cfg.trainer.log_every_n_steps, "enable_progress_bar": progress == "rich",
+        "enable_model_summary": False, "num_sanity_val_steps": 0,
+        "limit_train_batches": cfg.trainer.limit_train_batches, "limit_val_batches": cfg.trainer.limit_val_batches,
+        "plugins": [AtomicCheckpointIO()],
+        "reload_dataloaders_every_n_epochs": 1 if len(stages) > 1 else 0, **module.trainer_overrides,
+    })
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"fit {cfg.model.backbone} ({n_params:.1f}M params; {task.describe_input()}) on {store.path.name}: "
+    size = (f"closed form, {model.num_features:,} features" if closed_form else f"{n_params:.1f}M params")
+    print(f"fit {cfg.model.backbone} ({size}; {task.describe_input()}) on {store.path.name}: "
           f"{len(store.splits['train'])} train / {len(store.splits['val'])} val records; " + ", ".join(
               f"{n} {r}" for r, n in zip(task.taxonomy.ranks, task.taxonomy.num_classes, strict=True))
           + f"; run folder {paths.root}" + (f"; resuming from {ckpt_path}" if ckpt_path else ""), flush=True)

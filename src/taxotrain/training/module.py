@@ -7,7 +7,7 @@ It knows nothing of ranks, images or series: the task's ``training_step`` return
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import timm.optim
@@ -22,9 +22,20 @@ from taxotrain.tasks import Task
 from taxotrain.training.schedules import build_scheduler, warmup_cosine
 
 
+def to_channels_last(model: nn.Module) -> None:
+    """Put the 4-D (image convolution) weights and buffers of ``model`` in channels_last memory format, in place.
+    ``Module.to(memory_format=...)`` would also try 5-D tensors (e.g. Hydra's kernels) and fail."""
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.ndim == 4:
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+
+
 class TaskModule(L.LightningModule):
     """Trains ``model`` on ``task``. ``store`` facts (path, fingerprint) go into every checkpoint with the task's
     config, taxonomy and preprocessing spec, so evaluate and predict need nothing else."""
+
+    trainer_overrides: ClassVar[dict[str, Any]] = {}  # Trainer arguments a kind of module needs (see closed_form.py)
 
     def __init__(self, task: Task, model: nn.Module, stages: list[Stage] | None = None, monitor: str | None = None,
                  store: dict[str, Any] | None = None) -> None:
@@ -43,7 +54,7 @@ class TaskModule(L.LightningModule):
         self._train_batches = 0
         self.channels_last = self.config.trainer.channels_last
         if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)  # touches 4-D (image) weights only
+            to_channels_last(self.model)
 
     def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: A002
         return self.model(input=input)
@@ -114,12 +125,14 @@ class TaskModule(L.LightningModule):
                                 "spec": self.task.spec.to_dict(), **self.store_info}
 
 
-def save_checkpoint(task: Task, model: nn.Module, path: str | Path, store: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(task: Task, model: nn.Module, path: str | Path, store: dict[str, Any] | None = None,
+                    extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` as a checkpoint of ``task`` the way ``fit`` writes them (state dict and taxotrain metadata),
-    without training: e.g. to export or benchmark a model's speed, which does not depend on its weights."""
+    without training: e.g. an ensemble, or a model to export or benchmark. ``extra`` joins the metadata."""
     module = TaskModule(task, model, store=store)
     checkpoint: dict[str, Any] = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
+    checkpoint[CKPT_KEY].update(extra or {})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, path)

@@ -13,6 +13,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 
+from taxotrain.training.callbacks import current_lr
+
 PLAIN_EVERY_S = 10.0  # plain mode prints at least this often within an epoch
 
 
@@ -36,8 +38,7 @@ class _EpochClock:
 
 def step_metrics(trainer: L.Trainer, pl_module: L.LightningModule, clock: _EpochClock) -> dict[str, float]:
     """Running mean train loss of the epoch, current learning rate and samples per second."""
-    lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
-    return {"loss": float(getattr(pl_module, "train_loss_mean", float("nan"))), "lr": float(lr),
+    return {"loss": float(getattr(pl_module, "train_loss_mean", float("nan"))), "lr": current_lr(trainer),
             "samples/s": clock.rate}
 
 

@@ -1,0 +1,109 @@
+"""Ridge classifiers per rank, fitted in closed form on fixed features: the heads of the ROCKET family.
+
+Per rank, scikit-learn's ``RidgeClassifierCV`` picks the penalty among ``ALPHAS`` (aeon's and the ROCKET papers'
+grid) by efficient leave-one-out error on the train records with a known label. Ridge scores are not probabilities,
+so a temperature per rank is fitted on the same leave-one-out scores (each record scored by a ridge that never saw
+it: train records only, no val or test; targets smoothed by 1/N so that a perfect leave-one-out score does not make
+every prediction certain); ``softmax(score / T)`` is then what decoding, roll-up and ensembles use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from taxotrain.taxonomy import Taxonomy
+
+ALPHAS = np.logspace(-3, 3, 10)
+ABSENT = -1e4  # logit of a class with no train record: never predicted
+
+
+@dataclass
+class RidgeRank:
+    """A fitted rank: logits = ``features @ weight.T + bias`` (temperature folded in), and how it was chosen."""
+
+    weight: np.ndarray  # [classes, features]
+    bias: np.ndarray  # [classes]
+    alpha: float
+    temperature: float
+    loo_top1: float  # leave-one-out top-1 on the train records with a label
+    loo_loss: float  # leave-one-out log loss at that temperature
+    records: int
+
+
+def _temperature(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The softmax temperature that minimises the log loss of ``scores`` [N, K] for labels ``y`` (column indices),
+    and that loss. The targets are smoothed by 1/N: when every leave-one-out score is right (often, on a few dozen
+    series) the plain log loss falls without end as T -> 0, and N records cannot show an error rate below ~1/N."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    n, k = scores.shape
+    eps = 1.0 / max(n, 2)
+    target = np.full((n, k), eps / k)
+    target[np.arange(n), y] += 1.0 - eps
+
+    def loss(log_t: float) -> float:
+        return float(-(target * log_softmax(scores / np.exp(log_t), axis=1)).sum(1).mean())
+
+    best = minimize_scalar(loss, bounds=(-7.0, 5.0), method="bounded")
+    temperature = float(np.exp(best.x))
+    nll = float(-log_softmax(scores / temperature, axis=1)[np.arange(n), y].mean())
+    return temperature, nll
+
+
+def fit_ridge_rank(features: np.ndarray, labels: np.ndarray, num_classes: int) -> RidgeRank:
+    """A ridge classifier for one rank: ``labels`` holds class indices, -1 where unknown (left out)."""
+    from sklearn.linear_model import RidgeClassifierCV
+
+    known = labels >= 0
+    x, y = features[known], labels[known]
+    present = np.unique(y)
+    weight = np.zeros((num_classes, features.shape[1]), dtype=np.float32)
+    bias = np.full(num_classes, ABSENT, dtype=np.float32)
+    if len(present) < 2:  # nothing to separate: the one class seen (if any) is always predicted
+        bias[present] = 0.0
+        return RidgeRank(weight, bias if len(present) else np.zeros(num_classes, np.float32), float("nan"), 1.0,
+                         float("nan"), float("nan"), int(known.sum()))
+    alpha = float(RidgeClassifierCV(alphas=ALPHAS).fit(x, y).alpha_)
+    # the same alpha again, scored: scikit-learn then keeps each record's leave-one-out decision values
+    ridge = RidgeClassifierCV(alphas=[alpha], scoring="accuracy", store_cv_results=True).fit(x, y)
+    loo = ridge.cv_results_.reshape(len(y), -1)
+    coef = np.asarray(ridge.coef_).reshape(-1, features.shape[1])
+    intercept = np.asarray(ridge.intercept_).reshape(-1)
+    if len(present) == 2:  # one decision value d for the second class: logits (-d/2, d/2) give the same softmax
+        loo = np.concatenate([-loo / 2, loo / 2], axis=1)
+        coef = np.concatenate([-coef / 2, coef / 2])
+        intercept = np.concatenate([-intercept / 2, intercept / 2])
+    column = np.searchsorted(present, y)
+    temperature, loo_loss = _temperature(loo, column)
+    weight[present] = coef / temperature
+    bias[present] = intercept / temperature
+    return RidgeRank(weight, bias, alpha, temperature, float((loo.argmax(1) == column).mean()), loo_loss,
+                     int(known.sum()))
+
+
+def features_of(backbone: nn.Module, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Features of ``x`` in batches (a ROCKET transform of 50k features x 10k series would not fit at once)."""
+    with torch.no_grad():
+        return np.concatenate([backbone(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)])
+
+
+def fit_closed_form(model: nn.Module, x: torch.Tensor, targets: np.ndarray, taxonomy: Taxonomy
+                    ) -> dict[str, RidgeRank]:
+    """Fit a closed-form classifier (a ROCKET-family backbone under ``linear`` heads) on train inputs ``x`` (as the
+    model sees them, standardised) and ``targets`` ``[N, ranks]`` (-1 = unknown): the backbone's transform and
+    scaler, then a ridge per rank whose weights are written into the heads."""
+    model.backbone.fit(x.numpy())
+    features = features_of(model.backbone, x)
+    fitted: dict[str, RidgeRank] = {}
+    for r, (rank, n) in enumerate(zip(taxonomy.ranks, taxonomy.num_classes, strict=True)):
+        fitted[rank] = ridge = fit_ridge_rank(features, targets[:, r], n)
+        layer = model.head.fc[str(r)]
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(ridge.weight))
+            layer.bias.copy_(torch.from_numpy(ridge.bias))
+    return fitted

@@ -1,0 +1,82 @@
+"""Models fitted in closed form (the ROCKET family): one pass over the train split instead of gradient epochs.
+
+``fit`` runs them through the same Lightning loop as networks, with one epoch whose training is the closed-form fit:
+the backbone's transform and scaler are fitted on the train series, a ridge classifier per rank on their features
+(``models/ridge.py``), and the epoch's validation, ``metrics.csv``, checkpoints, loggers, early stopping and the
+tuning reporter all work as for any run. Optimiser, loss, mixing and augmentation settings are not used.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from taxotrain.config import Config, ConfigError
+from taxotrain.data.dataset import stack_dataset
+from taxotrain.run import CKPT_KEY
+from taxotrain.training.module import TaskModule
+
+__all__ = ["ClosedFormModule", "check_closed_form_config"]
+
+
+def check_closed_form_config(cfg: Config) -> None:
+    """Refuse the settings that need gradient training, in one line naming the key."""
+    name = cfg.model.backbone
+    refused = {"model.head": (cfg.model.head != "linear", "its head is a ridge classifier per rank (model.head: "
+                              "linear)"),
+               "trainer.ema": (cfg.trainer.ema, "there are no gradient steps to average"),
+               "loss.weighting": (cfg.loss.weighting == "gradnorm", "GradNorm weighs gradients"),
+               "mix.mixup_alpha": (cfg.mix.mixup_alpha > 0, "mixing applies to gradient training"),
+               "mix.cutmix_alpha": (cfg.mix.cutmix_alpha > 0, "mixing applies to gradient training"),
+               "model.drop_rate": (cfg.model.drop_rate > 0, "dropout applies to gradient training"),
+               "trainer.compile": (cfg.trainer.compile, "its transform is aeon's (numba), not a torch graph")}
+    for key, (bad, why) in refused.items():
+        if bad:
+            raise ConfigError(f"'{key}' does nothing for model.backbone={name}, which is fitted in closed form: "
+                              f"{why}. Remove it (or use a network)")
+
+
+class ClosedFormModule(TaskModule):
+    """A :class:`TaskModule` whose first epoch fits the model in closed form instead of stepping an optimiser."""
+
+    # one epoch of one (skipped) batch, so that Lightning validates, checkpoints and logs the fitted model
+    trainer_overrides: ClassVar[dict[str, Any]] = {"max_epochs": 1, "limit_train_batches": 1,
+                                                   "gradient_clip_val": None}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fit_summary: dict[str, Any] = {}
+
+    def on_train_epoch_start(self) -> None:
+        if bool(getattr(self.model.backbone, "fitted", False)):  # resumed after the fit: nothing left to fit
+            return
+        t0 = time.time()
+        # the train split as validation sees it (standardised, not augmented), with data.hide_labels applied
+        x, targets = stack_dataset(self.trainer.datamodule.dataset("train", train=False))
+        fitted = self.task.fit_closed_form(self.model, x, targets)
+        self.loo_loss = float(np.nansum([f["loo_loss"] for f in fitted.values()]))
+        self.fit_summary = {"seconds": round(time.time() - t0, 2), "records": len(x),
+                            "features": int(self.model.num_features), "ranks": fitted}
+        print(f"fitted {self.config.model.backbone} in {self.fit_summary['seconds']:.1f} s on {len(x)} train "
+              f"records ({self.model.num_features:,} features); ridge per rank: " + "; ".join(
+                  f"{rank} alpha {f['alpha']:.3g}, leave-one-out top-1 {f['loo_top1']:.3f}"
+                  for rank, f in fitted.items()), flush=True)
+
+    @property
+    def train_loss_mean(self) -> float:
+        """The leave-one-out log loss of the ridge heads on the train split (summed over ranks)."""
+        return getattr(self, "loo_loss", float("nan"))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        return None  # the epoch's training was the fit (its one batch is skipped); validation follows
+
+    def configure_optimizers(self) -> None:  # type: ignore[override]
+        return None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.fit_summary:
+            checkpoint[CKPT_KEY]["closed_form"] = self.fit_summary

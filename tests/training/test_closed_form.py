@@ -1,0 +1,144 @@
+"""ROCKET-family runs through the real CLI on GunPoint: a fit is one closed-form epoch that leaves a normal run
+folder; evaluate puts every candidate beside it; predict agrees with evaluate; export refuses in one line;
+``model.backbone: auto`` chooses without looking at test; ensembles average their members; tune can select."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from taxotrain.cli import main
+from taxotrain.config import load_config
+from taxotrain.data.signals import ucr_folder
+from taxotrain.data.store import Store
+from taxotrain.run import load_run
+from taxotrain.run_folder import RunPaths
+from taxotrain.training.select import select_backbone
+
+QUIET = ["task=signal", "trainer.cpu_threads=1", "logging.mlflow=false", "logging.tensorboard=false",
+         "trainer.progress=none"]
+
+
+def _fit(store: Path, run: Path, *extra: str) -> int:
+    return main(["fit", f"data.store={store}", f"run.dir={run}", *QUIET, *extra])
+
+
+@pytest.fixture(scope="module")
+def rocket_run(gunpoint_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("rocket") / "mrh"
+    assert _fit(gunpoint_store, run, "model.backbone=multirocket_hydra") == 0
+    return run
+
+
+def test_a_closed_form_fit_leaves_a_run_that_evaluate_predict_and_export_take(
+        rocket_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with (rocket_run / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 1 and float(rows[0]["val/class/top1"]) == 1.0 and float(rows[0]["seconds"]) > 0
+    info = torch.load(rocket_run / "checkpoints" / "best.ckpt", weights_only=True)["taxotrain"]
+    assert info["config"]["model"]["backbone"] == "multirocket_hydra"
+    assert info["closed_form"]["ranks"]["class"]["loo_top1"] > 0.9 and info["closed_form"]["records"] == 45
+
+    assert main(["evaluate", str(rocket_run)]) == 0
+    assert "baselines top1 MiniRocket" in capsys.readouterr().out
+    metrics = json.loads((rocket_run / "metrics.json").read_text())
+    assert metrics["ranks"]["class"]["top1"] > 0.95
+    assert list(metrics["baseline"]) == ["minirocket", "hydra", "multirocket", "multirocket_hydra"]
+    assert all(b["records"] == 150 and b["seconds"] > 0 for b in metrics["baseline"].values())
+    # the baseline of the same name is the same model, fitted the same way
+    assert metrics["baseline"]["multirocket_hydra"]["top1"] == pytest.approx(metrics["ranks"]["class"]["top1"])
+    assert metrics["fit"]["epochs"] == 1 and metrics["fit"]["seconds"] > 0
+    page = (rocket_run / "report.html").read_text()
+    assert "MultiRocket-Hydra (54,848 features)" in page and "this run" in page
+
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(rocket_run), str(ucr_folder("GunPoint") / "GunPoint_TEST.ts"), "--out", str(out)]) == 0
+    with out.open() as fh:
+        predicted = [r["class"] for r in csv.DictReader(fh)]
+    saved = np.load(rocket_run / "predictions_test.npz")
+    assert predicted == [["1", "2"][i] for i in saved["decoded"][:, 0]]
+
+    capsys.readouterr()
+    assert main(["export", str(rocket_run), "--out", str(tmp_path / "bundle")]) == 2
+    err = capsys.readouterr().err
+    assert "fitted in closed form" in err and err.count("\n") == 1 and not (tmp_path / "bundle").exists()
+
+
+def test_settings_that_need_gradient_training_are_refused(gunpoint_store: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    for setting in ("model.head=conditional", "trainer.ema=true", "mix.mixup_alpha=0.2"):
+        assert _fit(gunpoint_store, tmp_path / "r", "model.backbone=hydra", setting) == 2
+        err = capsys.readouterr().err
+        assert "fitted in closed form" in err and setting.split("=")[0] in err and err.count("\n") == 1
+        assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_auto_chooses_on_train_and_val_only(gunpoint_store: Path, tmp_path: Path) -> None:
+    run = tmp_path / "auto"
+    assert _fit(gunpoint_store, run, "model.backbone=auto") == 0
+    selection = json.loads((run / "selection.json").read_text())
+    assert [c["backbone"] for c in selection["candidates"]] == ["multirocket_hydra", "multirocket", "minirocket",
+                                                                "hydra"]
+    best = max(c["score"] for c in selection["candidates"])
+    assert selection["chosen"] == next(c["backbone"] for c in selection["candidates"] if c["score"] == best)
+    assert load_config(run / "config.yaml").model.backbone == selection["chosen"]
+    assert load_run(run).config.model.backbone == selection["chosen"]
+
+    # the same store with its test labels shuffled: the scores and the choice do not move
+    shuffled = tmp_path / "shuffled.h5"
+    shutil.copy(gunpoint_store, shuffled)
+    with h5py.File(shuffled, "r+") as f:
+        test = f["splits/test"][()]
+        labels = f["labels"][()]
+        labels[test] = np.random.default_rng(0).permutation(labels[test])
+        f["labels"][...] = labels
+    assert not np.array_equal(Store(shuffled).labels, Store(gunpoint_store).labels)
+    cfg = load_config(None, [f"data.store={shuffled}", f"run.dir={tmp_path / 'again'}", *QUIET,
+                             "model.backbone=auto"])
+    assert select_backbone(cfg, Store(shuffled), RunPaths(tmp_path / "again")).model.backbone == selection["chosen"]
+    again = json.loads((tmp_path / "again" / "selection.json").read_text())
+    assert [(c["backbone"], c["score"]) for c in again["candidates"]] == [
+        (c["backbone"], c["score"]) for c in selection["candidates"]]
+
+
+def test_an_ensemble_averages_its_members(rocket_run: Path, signal_run: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ens"
+    assert main(["ensemble", str(signal_run), str(rocket_run), "--out", str(out)]) == 0
+    ensemble, members = load_run(out), [load_run(signal_run), load_run(rocket_run)]
+    x = torch.from_numpy(np.array(Store(load_config(out / "config.yaml").data.store).data()[:40]))
+
+    def probs(run) -> np.ndarray:  # noqa: ANN001
+        return run.task.predict_step(run.task.inference_module(run.model), {"input": x})["class"]
+
+    np.testing.assert_allclose(probs(ensemble), (probs(members[0]) + probs(members[1])) / 2, atol=1e-6)
+    assert main(["evaluate", str(out), "--no-baseline"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["ranks"]["class"]["top1"] > 0.9
+    assert json.loads((out / "ensemble.json").read_text())["members"][1]["backbone"] == "multirocket_hydra"
+
+    capsys.readouterr()
+    assert main(["ensemble", str(signal_run), str(rocket_run), "--out", str(out)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    other = tmp_path / "ipd.h5"
+    assert main(["prepare", str(ucr_folder("ItalyPowerDemand")), "--znorm", "--out", str(other)]) == 0
+    assert _fit(other, tmp_path / "ipd", "model.backbone=minirocket") == 0
+    capsys.readouterr()
+    assert main(["ensemble", str(rocket_run), str(tmp_path / "ipd"), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "differs from" in err and "input spec, store" in err and not (tmp_path / "bad").exists()
+
+
+def test_tune_can_choose_a_rocket_family_model(gunpoint_store: Path, tmp_path: Path) -> None:
+    space = "tune.space={model.backbone: {type: categorical, choices: [minirocket, hydra]}}"
+    assert main(["tune", f"data.store={gunpoint_store}", f"run.dir={tmp_path / 's'}", *QUIET, space,
+                 "tune.strategy=random", "tune.max_trials=2"]) == 0
+    with (tmp_path / "s" / "trials.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"] and all(float(r["value"]) == 1.0 for r in rows)
