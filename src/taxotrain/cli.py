@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation: average over flips / all 8 flips+rotations; auto (default) = the "
                    "flips and rotations the run trained with (dihedral for the default augmentation), none for "
                    "signals; none is fastest")
-    s.add_argument("--no-baseline", action="store_true", help="signal runs: skip the MiniRocket baseline")
+    s.add_argument("--no-baseline", action="store_true", help="signal runs: skip the ROCKET-family "
+                   "baselines (4 closed-form fits on the train split)")
 
     s = sub.add_parser("predict", help="classify image files and folders (or signal files) into a CSV")
     s.add_argument("run", type=Path, help="run folder (or .ckpt file), or a bundle folder written by `taxotrain "

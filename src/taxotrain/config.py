@@ -102,11 +102,11 @@ class ModelConfig(_Section):
     backbone: str = Field("resnet18", description="any timm model name for images, e.g. resnet18, convnext_tiny; for "
                           "task: signal a network (cnn_lstm, attention_cnn_lstm, resnet1d, inception_time, encoder), "
                           "a ROCKET-family model fitted in closed form (minirocket, multirocket, hydra, "
-                          "multirocket_hydra), or auto: the best of model.candidates on the train (leave-one-out) and "
-                          "val splits")
+                          "multirocket_hydra), mean: the mean of the probabilities of model.candidates, or auto: the "
+                          "best of mean and each candidate on the train (leave-one-out) and val splits")
     candidates: list[str] | None = Field(
-        None, description="model.backbone: auto chooses among these closed-form models; null = the task's own list "
-        "(signals: multirocket_hydra, multirocket, minirocket, hydra; ties go to the earlier)")
+        None, description="the closed-form models of model.backbone: mean and auto; null = the task's own list "
+        "(signals: multirocket_hydra, multirocket, minirocket, hydra)")
     kwargs: dict[str, Any] | None = Field(
         None, description="keyword arguments of the backbone: of the signal network (task: signal, e.g. {width: 32}) "
         "or of timm.create_model (image tasks, e.g. {global_pool: max}); null = its defaults")
@@ -360,6 +360,22 @@ class TuneConfig(_Section):
 
 
 DEFAULT_TASK = "image"
+
+
+MEAN = "mean"  # model.backbone: the mean of model.candidates' probabilities, each fitted in closed form
+
+
+def candidate_names(cfg: Config) -> list[str]:
+    """The closed-form models that ``model.backbone: mean`` averages and ``auto`` chooses among: ``model.candidates``,
+    else the task's own list."""
+    names = list(cfg.model.candidates or task_rules(cfg.task).candidates)
+    if not names:
+        raise ConfigError(f"model.backbone: {cfg.model.backbone} works with closed-form models, and task: {cfg.task} "
+                          "has none; name a backbone")
+    if MEAN in names or "auto" in names:
+        raise ConfigError("bad value for 'model.candidates': list model names (e.g. minirocket, hydra), not "
+                          f"{MEAN} or auto")
+    return names
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from taxotrain.cli import main
 from taxotrain.config import load_config
 from taxotrain.data.signals import ucr_folder
 from taxotrain.data.store import Store
+from taxotrain.evaluation.report import fit_time
 from taxotrain.run import load_run
 from taxotrain.run_folder import RunPaths
 from taxotrain.training.select import select_backbone
@@ -50,7 +51,7 @@ def test_a_closed_form_fit_leaves_a_run_that_evaluate_predict_and_export_take(
     assert "baselines top1 MiniRocket" in capsys.readouterr().out
     metrics = json.loads((rocket_run / "metrics.json").read_text())
     assert metrics["ranks"]["class"]["top1"] > 0.95
-    assert list(metrics["baseline"]) == ["minirocket", "hydra", "multirocket", "multirocket_hydra"]
+    assert list(metrics["baseline"]) == ["minirocket", "hydra", "multirocket", "multirocket_hydra", "mean"]
     assert all(b["records"] == 150 and b["seconds"] > 0 for b in metrics["baseline"].values())
     # the baseline of the same name is the same model, fitted the same way
     assert metrics["baseline"]["multirocket_hydra"]["top1"] == pytest.approx(metrics["ranks"]["class"]["top1"])
@@ -80,16 +81,39 @@ def test_settings_that_need_gradient_training_are_refused(gunpoint_store: Path, 
         assert not (tmp_path / "r" / "checkpoints").exists()
 
 
+RECIPE = Path(__file__).resolve().parents[2] / "configs" / "ucr_best.yaml"
+
+
+def test_the_recipe_is_the_mean_of_the_four_each_as_fitted_alone(rocket_run: Path, gunpoint_store: Path,
+                                                                   tmp_path: Path) -> None:
+    run = tmp_path / "recipe"
+    assert main(["fit", "--config", str(RECIPE), f"data.store={gunpoint_store}", f"run.dir={run}", *QUIET]) == 0
+    recipe, alone = load_run(run), load_run(rocket_run)  # the recipe's first member is multirocket_hydra
+    assert len(recipe.model.members) == 4
+    x = torch.from_numpy(np.array(Store(gunpoint_store).data()[:60]))
+    with torch.no_grad():
+        members = [m.eval()(input=x)["class"].softmax(-1) for m in recipe.model.members]
+        np.testing.assert_allclose(members[0], alone.model.eval()(input=x)["class"].softmax(-1), atol=1e-6)
+        np.testing.assert_allclose(recipe.model.eval()(input=x)["class"].softmax(-1), torch.stack(members).mean(0),
+                                   atol=1e-6)
+    info = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["taxotrain"]  # arrays only, no pickle
+    assert info["config"]["model"]["backbone"] == "mean" and info["closed_form"]["ranks"]["class"]["loo_top1"] > 0.9
+
+
 def test_auto_chooses_on_train_and_val_only(gunpoint_store: Path, tmp_path: Path) -> None:
     run = tmp_path / "auto"
-    assert _fit(gunpoint_store, run, "model.backbone=auto") == 0
+    auto = [*QUIET, "model.backbone=auto"]
+    assert main(["fit", "--config", str(RECIPE), f"data.store={gunpoint_store}", f"run.dir={run}", *auto]) == 0
     selection = json.loads((run / "selection.json").read_text())
-    assert [c["backbone"] for c in selection["candidates"]] == ["multirocket_hydra", "multirocket", "minirocket",
-                                                                "hydra"]
+    assert [c["backbone"] for c in selection["candidates"]] == ["mean", "multirocket_hydra", "multirocket",
+                                                                "minirocket", "hydra"]
     best = max(c["score"] for c in selection["candidates"])
     assert selection["chosen"] == next(c["backbone"] for c in selection["candidates"] if c["score"] == best)
     assert load_config(run / "config.yaml").model.backbone == selection["chosen"]
     assert load_run(run).config.model.backbone == selection["chosen"]
+    fitted = fit_time(RunPaths(run))  # what evaluate reports as this run's fit time: the choice's included
+    assert fitted["chosen"] == selection["chosen"] and fitted["selection_seconds"] == pytest.approx(
+        sum(c["seconds"] for c in selection["candidates"]), abs=0.01) and fitted["epochs"] == 1
 
     # the same store with its test labels shuffled: the scores and the choice do not move
     shuffled = tmp_path / "shuffled.h5"
@@ -100,12 +124,19 @@ def test_auto_chooses_on_train_and_val_only(gunpoint_store: Path, tmp_path: Path
         labels[test] = np.random.default_rng(0).permutation(labels[test])
         f["labels"][...] = labels
     assert not np.array_equal(Store(shuffled).labels, Store(gunpoint_store).labels)
-    cfg = load_config(None, [f"data.store={shuffled}", f"run.dir={tmp_path / 'again'}", *QUIET,
-                             "model.backbone=auto"])
+    cfg = load_config(RECIPE, [f"data.store={shuffled}", f"run.dir={tmp_path / 'again'}", *auto])
     assert select_backbone(cfg, Store(shuffled), RunPaths(tmp_path / "again")).model.backbone == selection["chosen"]
     again = json.loads((tmp_path / "again" / "selection.json").read_text())
     assert [(c["backbone"], c["score"]) for c in again["candidates"]] == [
         (c["backbone"], c["score"]) for c in selection["candidates"]]
+
+
+def test_candidates_must_be_closed_form_model_names(gunpoint_store: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    for candidates, said in (("[resnet1d, minirocket]", "trained by gradient"), ("[mean, hydra]", "not mean")):
+        assert _fit(gunpoint_store, tmp_path / "r", "model.backbone=mean", f"model.candidates={candidates}") == 2
+        err = capsys.readouterr().err
+        assert said in err and "model.candidates" in err and err.count("\n") == 1
 
 
 def test_an_ensemble_averages_its_members(rocket_run: Path, signal_run: Path, tmp_path: Path,

@@ -120,11 +120,13 @@ def _baseline_html(metrics: dict[str, Any], ranks: list[str]) -> str:
     if not baselines:
         return ""
     fit = metrics.get("fit") or {}
-    own = f"{fit['seconds']:.1f}" if fit.get("seconds") is not None else "–"
+    own = f"{fit['seconds'] + fit.get('selection_seconds', 0):.1f}" if fit.get("seconds") is not None else "–"
+    name = "this run" + (f" (model.backbone: auto chose {_e(fit['chosen'])}; its time includes fitting every "
+                         "candidate)" if "chosen" in fit else "")
     rows = "".join(f"<tr><td class=\"name\">{_e(b['method'])}</td><td>{_fmt(b['top1'])}</td>"
                    f"<td>{b['seconds']:.1f}</td><td>{b['train_records']}</td></tr>" for b in baselines.values())
     return (f"<h2>Baselines</h2><table><tr><th class=\"name\">model</th><th>top-1</th><th>fit (s)</th>"
-            f"<th>train records</th></tr><tr><td class=\"name\">this run</td>"
+            f"<th>train records</th></tr><tr><td class=\"name\">{name}</td>"
             f"<td>{_fmt(metrics['ranks'][ranks[-1]]['top1'])}</td><td>{own}</td><td>–</td></tr>{rows}</table>"
             "<p class=\"meta\">Top-1 at the finest rank. Each baseline is fitted on the same train split as the run "
             "and scored on the same records; its time includes predicting them. This run's time is its training "

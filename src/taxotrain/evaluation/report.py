@@ -83,7 +83,7 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
         baselines = task.baselines(st, split)
         if baselines:
             metrics["baseline"] = baselines
-    if (fitted := fit_time(paths.metrics_csv)) is not None:
+    if (fitted := fit_time(paths)) is not None:
         metrics["fit"] = fitted
     digest = hashlib.sha1(indices.tobytes() + str(st.attrs.get("created")).encode()).hexdigest()[:16]
     metrics["evaluation"] = {"split": split, "records": int(len(indices)), "checkpoint": str(run.checkpoint),
@@ -140,13 +140,21 @@ def _write_html(paths: RunPaths, run: LoadedRun, metrics: dict[str, Any], rows: 
     return write_text_atomic(paths.report, render_report(inputs))
 
 
-def fit_time(metrics_csv: Path) -> dict[str, Any] | None:
-    """The run's training time from its ``metrics.csv``: seconds summed over epochs (start-up excluded), epochs."""
-    if not metrics_csv.is_file():
+def fit_time(paths: RunPaths) -> dict[str, Any] | None:
+    """The run's training time from its ``metrics.csv``: seconds summed over epochs (start-up excluded), epochs;
+    for a ``model.backbone: auto`` run also the seconds its choice took (``selection.json``) and what it chose."""
+    if not paths.metrics_csv.is_file():
         return None
-    with metrics_csv.open(newline="") as fh:
+    with paths.metrics_csv.open(newline="") as fh:
         seconds = [float(r["seconds"]) for r in csv.DictReader(fh) if r.get("seconds")]
-    return {"seconds": round(sum(seconds), 2), "epochs": len(seconds)} if seconds else None
+    if not seconds:
+        return None
+    fitted: dict[str, Any] = {"seconds": round(sum(seconds), 2), "epochs": len(seconds)}
+    if paths.selection.is_file():
+        selection = json.loads(paths.selection.read_text())
+        fitted["chosen"] = selection["chosen"]
+        fitted["selection_seconds"] = round(sum(c["seconds"] for c in selection["candidates"]), 2)
+    return fitted
 
 
 def summary_line(result: EvalResult) -> str:

@@ -9,7 +9,7 @@ every prediction certain); ``softmax(score / T)`` is then what decoding, roll-up
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,6 +32,25 @@ class RidgeRank:
     loo_top1: float  # leave-one-out top-1 on the train records with a label
     loo_loss: float  # leave-one-out log loss at that temperature
     records: int
+    # each known train record's leave-one-out probabilities [records, classes] (absent classes 0): what the mean of
+    # several closed-form models is scored by; not saved
+    loo_probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32), repr=False)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def mean_of_ranks(fitted: list[RidgeRank], labels: np.ndarray) -> RidgeRank:
+    """What the mean of several models' probabilities scores on the same train records, left out one at a time:
+    ``loo_top1``/``loo_loss`` of the averaged leave-one-out probabilities (``labels``: the known records' classes)."""
+    probs = np.mean([f.loo_probs for f in fitted], axis=0)
+    if probs.size == 0:
+        return RidgeRank(np.zeros(0), np.zeros(0), float("nan"), float("nan"), float("nan"), float("nan"), 0)
+    loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
+    return RidgeRank(np.zeros(0), np.zeros(0), float("nan"), float("nan"), float((probs.argmax(1) == labels).mean()),
+                     loss, len(labels), probs)
 
 
 def _temperature(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -66,8 +85,10 @@ def fit_ridge_rank(features: np.ndarray, labels: np.ndarray, num_classes: int) -
     bias = np.full(num_classes, ABSENT, dtype=np.float32)
     if len(present) < 2:  # nothing to separate: the one class seen (if any) is always predicted
         bias[present] = 0.0
+        loo_probs = np.zeros((len(y), num_classes), np.float32)
+        loo_probs[:, present] = 1.0
         return RidgeRank(weight, bias if len(present) else np.zeros(num_classes, np.float32), float("nan"), 1.0,
-                         float("nan"), float("nan"), int(known.sum()))
+                         float("nan"), float("nan"), int(known.sum()), loo_probs)
     alpha = float(RidgeClassifierCV(alphas=ALPHAS).fit(x, y).alpha_)
     # the same alpha again, scored: scikit-learn then keeps each record's leave-one-out decision values
     ridge = RidgeClassifierCV(alphas=[alpha], scoring="accuracy", store_cv_results=True).fit(x, y)
@@ -82,8 +103,10 @@ def fit_ridge_rank(features: np.ndarray, labels: np.ndarray, num_classes: int) -
     temperature, loo_loss = _temperature(loo, column)
     weight[present] = coef / temperature
     bias[present] = intercept / temperature
+    loo_probs = np.zeros((len(y), num_classes), np.float32)
+    loo_probs[:, present] = _softmax(loo / temperature)
     return RidgeRank(weight, bias, alpha, temperature, float((loo.argmax(1) == column).mean()), loo_loss,
-                     int(known.sum()))
+                     int(known.sum()), loo_probs)
 
 
 def features_of(backbone: nn.Module, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
@@ -97,6 +120,10 @@ def fit_closed_form(model: nn.Module, x: torch.Tensor, targets: np.ndarray, taxo
     """Fit a closed-form classifier (a ROCKET-family backbone under ``linear`` heads) on train inputs ``x`` (as the
     model sees them, standardised) and ``targets`` ``[N, ranks]`` (-1 = unknown): the backbone's transform and
     scaler, then a ridge per rank whose weights are written into the heads."""
+    if hasattr(model, "members"):  # the mean of several closed-form models: each fitted, their mean scored
+        per_member = [fit_closed_form(m, x, targets, taxonomy) for m in model.members]
+        return {rank: mean_of_ranks([f[rank] for f in per_member], targets[targets[:, r] >= 0, r])
+                for r, rank in enumerate(taxonomy.ranks)}
     model.backbone.fit(x.numpy())
     features = features_of(model.backbone, x)
     fitted: dict[str, RidgeRank] = {}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from taxotrain.config import Config, ConfigError, TaskRules, register_task_rules
+from taxotrain.config import MEAN, Config, ConfigError, TaskRules, candidate_names, register_task_rules
 from taxotrain.data.specs import InputSpec, spec_from_checkpoint
 from taxotrain.errors import TaxotrainError
 from taxotrain.taxonomy import Taxonomy
@@ -209,8 +209,21 @@ class Task:
 
     def build_model(self, pretrained: bool = True, drop_path_rate: float | None = None) -> nn.Module:
         """Backbone and head; ``pretrained=False`` skips loading weights (a checkpoint supplies them)."""
+        if self.config.model.backbone == MEAN:  # one member per candidate, each as if it were the backbone
+            members = [self.with_backbone(name).build_model(pretrained, drop_path_rate)
+                       for name in candidate_names(self.config)]
+            for name, member in zip(candidate_names(self.config), members, strict=True):
+                if not self.fits_in_closed_form(member):
+                    raise ConfigError(f"bad value for 'model.candidates': {name!r} is trained by gradient, not in "
+                                      "closed form; average networks with `taxotrain ensemble` after fitting them")
+            return self.ensemble_model(members)
         rate = self.config.model.drop_path_rate if drop_path_rate is None else drop_path_rate
         return self.objective.build_model(self.build_backbone(pretrained, rate))
+
+    def with_backbone(self, name: str) -> Task:
+        """This task with ``model.backbone`` set to ``name`` (same taxonomy and spec)."""
+        model = self.config.model.model_copy(update={"backbone": name})
+        return type(self)(self.config.model_copy(update={"model": model}), self.taxonomy, self.spec)
 
     def ensemble_model(self, members: list[nn.Module]) -> nn.Module:
         """One model from trained ``members`` of this task that take the same inputs (``taxotrain ensemble``)."""

@@ -169,13 +169,15 @@ class RankClassification:
         return f"{self.taxonomy.finest}/top1"
 
     def fit_closed_form(self, model: nn.Module, x: torch.Tensor, targets: np.ndarray) -> dict[str, Any]:
-        """The backbone's transform, then a ridge classifier per rank written into the ``linear`` heads."""
+        """The backbone's transform, then a ridge classifier per rank written into the ``linear`` heads; per rank what
+        was chosen, with each known train record's leave-one-out probabilities (``loo_probs``)."""
         from dataclasses import asdict
 
         from taxotrain.models.ridge import fit_closed_form
 
         fitted = fit_closed_form(model, x, targets, self.taxonomy)
-        return {rank: {k: v for k, v in asdict(f).items() if k not in ("weight", "bias")} for rank, f in fitted.items()}
+        return {rank: {k: v for k, v in asdict(f).items() if k not in ("weight", "bias")}
+                for rank, f in fitted.items()}
 
     # ------------------------------------------------------------------ prediction
 

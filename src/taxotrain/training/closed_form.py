@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from taxotrain.config import Config, ConfigError
+from taxotrain.config import Config, ConfigError, candidate_names
 from taxotrain.data.dataset import stack_dataset
 from taxotrain.run import CKPT_KEY
 from taxotrain.training.module import TaskModule
@@ -39,6 +39,14 @@ def check_closed_form_config(cfg: Config) -> None:
                               f"{why}. Remove it (or use a network)")
 
 
+def _is_fitted(model: torch.nn.Module) -> bool:
+    """Whether ``model`` (or every member of a ``mean``) has been fitted."""
+    members = getattr(model, "members", None)
+    if members is not None:
+        return all(_is_fitted(m) for m in members)
+    return bool(getattr(model.backbone, "fitted", False))
+
+
 class ClosedFormModule(TaskModule):
     """A :class:`TaskModule` whose first epoch fits the model in closed form instead of stepping an optimiser."""
 
@@ -51,19 +59,23 @@ class ClosedFormModule(TaskModule):
         self.fit_summary: dict[str, Any] = {}
 
     def on_train_epoch_start(self) -> None:
-        if bool(getattr(self.model.backbone, "fitted", False)):  # resumed after the fit: nothing left to fit
+        if _is_fitted(self.model):  # resumed after the fit: nothing left to fit
             return
         t0 = time.time()
         # the train split as validation sees it (standardised, not augmented), with data.hide_labels applied
         x, targets = stack_dataset(self.trainer.datamodule.dataset("train", train=False))
-        fitted = self.task.fit_closed_form(self.model, x, targets)
+        fitted = {rank: {k: v for k, v in f.items() if k != "loo_probs"}  # plain values for the checkpoint
+                  for rank, f in self.task.fit_closed_form(self.model, x, targets).items()}
         self.loo_loss = float(np.nansum([f["loo_loss"] for f in fitted.values()]))
         self.fit_summary = {"seconds": round(time.time() - t0, 2), "records": len(x),
                             "features": int(self.model.num_features), "ranks": fitted}
-        print(f"fitted {self.config.model.backbone} in {self.fit_summary['seconds']:.1f} s on {len(x)} train "
-              f"records ({self.model.num_features:,} features); ridge per rank: " + "; ".join(
-                  f"{rank} alpha {f['alpha']:.3g}, leave-one-out top-1 {f['loo_top1']:.3f}"
-                  for rank, f in fitted.items()), flush=True)
+        members = getattr(self.model, "members", None)
+        what = (f"the mean of {len(members)} models ({', '.join(candidate_names(self.config))})" if members is not None
+                else self.config.model.backbone)
+        print(f"fitted {what} in {self.fit_summary['seconds']:.1f} s on {len(x)} train records "
+              f"({self.model.num_features:,} features); per rank: " + "; ".join(
+                  (f"{rank} alpha {f['alpha']:.3g}, " if members is None else f"{rank} ")
+                  + f"leave-one-out top-1 {f['loo_top1']:.3f}" for rank, f in fitted.items()), flush=True)
 
     @property
     def train_loss_mean(self) -> float:

@@ -74,9 +74,10 @@ def drops_last_batch(records: int, batch: int) -> bool:
 class TaskDataModule(L.LightningDataModule):
     """Train/val/test loaders of ``task`` over ``store``."""
 
-    def __init__(self, task: Task, store: Store, stages: list[Stage] | None = None) -> None:
+    def __init__(self, task: Task, store: Store, stages: list[Stage] | None = None, closed_form: bool = False) -> None:
         super().__init__()
         self.task = task
+        self.closed_form = closed_form  # the model is fitted on the whole train split at once: no batches to drop
         self.cfg = task.config
         self.store = store
         self.stages = stages or expand_stages(self.cfg)
@@ -148,7 +149,7 @@ class TaskDataModule(L.LightningDataModule):
             return self._train[1]  # same stage: keep the loader (and its persistent workers)
         ds = self.dataset("train", train=True, stage=stage)
         batch = self.stage_batch_size(stage)
-        drop_last = drops_last_batch(len(ds), batch)
+        drop_last = drops_last_batch(len(ds), batch) and not self.closed_form
         if drop_last:
             print(f"training leaves out the last {len(ds) % batch} of {len(ds)} records each epoch (a different "
                   f"{len(ds) % batch} each time, as the order is reshuffled): a batch that small disturbs batch "

@@ -187,12 +187,12 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     warnings.filterwarnings("ignore", message=".*configure_optimizers` returned `None`.*")  # closed-form fits
     warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
-    dm = TaskDataModule(task, store, stages)
     # built with the largest drop-path of any stage; StageRegularization scales it per stage
     model = task.build_model(drop_path_rate=max_drop_path(stages))
     closed_form = task.fits_in_closed_form(model)
     if closed_form:
         check_closed_form_config(cfg)
+    dm = TaskDataModule(task, store, stages, closed_form=closed_form)
     module = (ClosedFormModule if closed_form else TaskModule)(
         task, model, stages, monitor=monitor,
         store={"store": str(store.path.resolve()), "store_fingerprint": store.fingerprint})

@@ -1,11 +1,12 @@
 """``model.backbone: auto``: one recipe for a new set, with no tuning, that picks its model without seeing test.
 
 Every candidate (the task's closed-form models, e.g. the ROCKET family, or ``model.candidates``) is fitted on the
-train split. Each is scored by its top-1 at the finest rank on the train records left out one at a time (exact
-leave-one-out of the ridge heads) pooled with the val records: a few dozen train series say more than the 5 val
-series a small UCR set keeps, and neither is test. The best score wins; ties go to the earlier candidate (the task
-lists the strongest of the 2023 bake-off first). ``selection.json`` in the run folder keeps every candidate's score
-and fit time, and ``fit`` then trains the winner as the run's model.
+train split, and so is ``mean``, the mean of their probabilities. Each is scored by its top-1 at the finest rank on
+the train records left out one at a time (exact leave-one-out of the ridge heads; for ``mean`` the mean of the
+members' leave-one-out probabilities) pooled with the val records: a few dozen train series say more than the 5 val
+series a small UCR set keeps, and neither is test. The best score wins; ties go to ``mean``, then to the earlier
+candidate (chosen on resamples of the official train splits, never test: docs/results.md). ``selection.json`` in
+the run folder keeps every score and fit time, and ``fit`` then trains the winner as the run's model.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import json
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
-from taxotrain.config import Config, ConfigError, task_rules
+from taxotrain.config import MEAN, Config, ConfigError, candidate_names
 from taxotrain.data.dataset import stack_dataset
 from taxotrain.data.store import Store
 from taxotrain.files import write_text_atomic
@@ -28,19 +30,16 @@ AUTO = "auto"
 
 
 def candidates_of(cfg: Config) -> list[str]:
-    """What ``model.backbone: auto`` chooses among: ``model.candidates``, else the task's own list."""
-    names = list(cfg.model.candidates or task_rules(cfg.task).candidates)
-    if not names:
-        raise ConfigError(f"model.backbone: auto chooses among closed-form models, and task: {cfg.task} has none; "
-                          "name a backbone")
+    """What ``model.backbone: auto`` chooses among: ``mean`` first, then ``model.candidates`` (else the task's list)."""
+    names = candidate_names(cfg)
     if cfg.model.kwargs:
         raise ConfigError("model.kwargs with model.backbone: auto: each candidate keeps its own defaults; remove "
                           "model.kwargs, or name the backbone")
-    return names
+    return [MEAN, *names]
 
 
-def _score(cfg: Config, store: Store, name: str) -> dict[str, Any]:
-    """Fit candidate ``name`` on train; its leave-one-out and val top-1 at the finest rank, and its fit time."""
+def _fit_candidate(cfg: Config, store: Store, name: str) -> dict[str, Any]:
+    """Fit candidate ``name`` on train; its finest rank's leave-one-out and val probabilities, and its fit time."""
     t0 = time.time()
     task = create_task(with_backbone(cfg, name), store=store)
     model = task.build_model(pretrained=False)
@@ -54,13 +53,30 @@ def _score(cfg: Config, store: Store, name: str) -> dict[str, Any]:
     x_val, y_val = stack_dataset(task.dataset(store, "val"))
     known = y_val[:, -1] >= 0
     with torch.no_grad():
-        predicted = model.eval()(input=x_val)[finest].argmax(-1).numpy()
-    val_right = int((predicted == y_val[:, -1])[known].sum())
-    loo_right = round(fitted["loo_top1"] * fitted["records"])
-    return {"backbone": name, "score": (loo_right + val_right) / max(1, fitted["records"] + int(known.sum())),
-            "loo_top1": fitted["loo_top1"], "train_records": fitted["records"],
-            "val_top1": val_right / max(1, int(known.sum())), "val_records": int(known.sum()),
-            "seconds": round(time.time() - t0, 2)}
+        val_probs = model.eval()(input=x_val[known])[finest].softmax(-1).numpy()
+    return {"loo_probs": fitted["loo_probs"], "loo_labels": targets[targets[:, -1] >= 0, -1],
+            "val_probs": val_probs, "val_labels": y_val[known, -1], "seconds": time.time() - t0}
+
+
+def _row(name: str, loo: np.ndarray, loo_labels: np.ndarray, val: np.ndarray, val_labels: np.ndarray,
+         seconds: float) -> dict[str, Any]:
+    loo_right, val_right = int((loo.argmax(1) == loo_labels).sum()), int((val.argmax(1) == val_labels).sum())
+    return {"backbone": name, "score": (loo_right + val_right) / max(1, len(loo_labels) + len(val_labels)),
+            "loo_top1": loo_right / max(1, len(loo_labels)), "train_records": len(loo_labels),
+            "val_top1": val_right / max(1, len(val_labels)), "val_records": len(val_labels),
+            "seconds": round(seconds, 2)}
+
+
+def _scores(cfg: Config, store: Store) -> list[dict[str, Any]]:
+    """One row per entry of :func:`candidates_of`: its score, leave-one-out and val top-1, and seconds."""
+    names = candidates_of(cfg)[1:]
+    fitted = {name: _fit_candidate(cfg, store, name) for name in names}
+    first = fitted[names[0]]
+    mean = _row(MEAN, np.mean([f["loo_probs"] for f in fitted.values()], axis=0), first["loo_labels"],
+                np.mean([f["val_probs"] for f in fitted.values()], axis=0), first["val_labels"],
+                sum(f["seconds"] for f in fitted.values()))
+    return [mean, *(_row(n, f["loo_probs"], f["loo_labels"], f["val_probs"], f["val_labels"], f["seconds"])
+                    for n, f in fitted.items())]
 
 
 def with_backbone(cfg: Config, name: str) -> Config:
@@ -78,12 +94,12 @@ def chosen_before(cfg: Config, paths: RunPaths) -> Config:
 def select_backbone(cfg: Config, store: Store, paths: RunPaths) -> Config:
     """``cfg`` with ``model.backbone: auto`` replaced by the best candidate, every candidate's figures written to
     ``selection.json``."""
-    rows = [_score(cfg, store, name) for name in candidates_of(cfg)]
+    rows = _scores(cfg, store)
     chosen = max(rows, key=lambda r: r["score"])["backbone"]  # max keeps the first of equal scores
     paths.root.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(paths.selection, json.dumps(
-        {"chosen": chosen, "criterion": "top-1 at the finest rank, train leave-one-out pooled with val; ties go to "
-         "the earlier candidate", "candidates": rows}, indent=2) + "\n")
+    selection = {"chosen": chosen, "criterion": "top-1 at the finest rank, train leave-one-out pooled with val; ties "
+                 "go to the earlier row (mean first)", "members_of_mean": candidates_of(cfg)[1:], "candidates": rows}
+    write_text_atomic(paths.selection, json.dumps(selection, indent=2) + "\n")
     print("model.backbone: auto: " + "; ".join(
         f"{r['backbone']} {r['score']:.3f} (leave-one-out {r['loo_top1']:.3f} on {r['train_records']}, val "
         f"{r['val_top1']:.3f} on {r['val_records']}, {r['seconds']:.0f} s)" for r in rows) + f" -> {chosen}",
