@@ -58,6 +58,15 @@ def test_ucr_folder_keeps_the_official_test_split(gunpoint_store: Path) -> None:
     assert [names[i] for i in store.labels[store.splits["test"], 0]] == list(np.asarray(y_test).astype(str))
 
 
+def test_znorm_of_multichannel_series_says_what_it_removes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # BasicMotions: 6 channels (accelerometer and gyroscope); the note names the count and how to undo it
+    assert main(["prepare", str(ucr_folder("BasicMotions")), "--znorm", "--out", str(tmp_path / "z.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "each of the 6 channels" in out and "prepare again without it" in out
+    assert main(["prepare", str(ucr_folder("BasicMotions")), "--out", str(tmp_path / "raw.h5")]) == 0
+    assert "--znorm" not in capsys.readouterr().out
+
+
 def test_a_folder_with_an_equal_length_variant_reads_the_one_named_after_it(tmp_path: Path) -> None:
     # JapaneseVowels ships JapaneseVowels_TRAIN.ts (12 channels, 7-29 samples) beside JapaneseVowels_eq_TRAIN.ts
     out = tmp_path / "jv.h5"

@@ -127,6 +127,10 @@ def prepare_signals(source: Path, out: Path, options: PrepareConfig | None = Non
                            unit="row(s)")
     result.extra = (f"length {length} ({'z-normalised' if opts.znorm else 'raw values'}); per class "
                     + ", ".join(f"{n} {counts[n]}" for n in names))
+    if opts.znorm and (channels or 1) > 1:
+        result.extra += (f"; note: --znorm gave each of the {channels} channels of every series mean 0 and std 1, "
+                         "which removes each channel's level; prepare again without it if levels can tell the "
+                         "classes apart (JapaneseVowels: top-1 0.86 with it, 0.98 without)")
     return result
 
 
