@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "3-rank image set, then on OSULeaf leaf outlines (a real 1-D signal set in the aeon wheel)",
                        description="Runs prepare -> fit -> evaluate -> predict twice: on a generated synthetic image "
                        "set with a 3-rank taxonomy, then on OSULeaf (6 leaf species from their outlines, a UCR signal "
-                       "set that ships in the aeon wheel) beside the MiniRocket baseline. Writes both reports and an "
+                       "set that ships in the aeon wheel) beside the ROCKET family. Writes both reports and an "
                        "index page into --out.")
     s.add_argument("--out", type=Path, default=Path("taxotrain-demo"), help="folder for everything (default "
                    "./taxotrain-demo)")

@@ -119,7 +119,7 @@ SIGNAL_OVERRIDES = ["task=signal", "model.backbone=resnet1d", "model.kwargs={wid
 
 
 def run_signal_demo(out: Path, epochs: int) -> Path:
-    """Prepare OSULeaf from the aeon wheel, fit a small resnet1d, evaluate it beside MiniRocket and predict the
+    """Prepare OSULeaf from the aeon wheel, fit a small resnet1d, evaluate it beside the ROCKET family and predict the
     official TEST file; returns the report path."""
     folder = ucr_folder("OSULeaf")
     result = prepare_signals(folder, out / "osuleaf.h5", PrepareConfig(znorm=True))
@@ -197,7 +197,7 @@ def run_demo(out: str | Path = "taxotrain-demo", epochs: int = 6, per_species: i
           f"{written.path}", flush=True)
     reports = {"images: synthetic 3-rank set": evaluated.report}
     if signal_epochs > 0:
-        reports["signals: OSULeaf (UCR), with the MiniRocket baseline"] = run_signal_demo(out, signal_epochs)
+        reports["signals: OSULeaf (UCR), beside the ROCKET family"] = run_signal_demo(out, signal_epochs)
     index = _index(out, reports)
     print(f"[demo] finished in {time.time() - t0:.0f}s; both reports linked from {index}", flush=True)
     return evaluated.report

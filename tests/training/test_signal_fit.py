@@ -1,5 +1,5 @@
-"""Signals through the real CLI: fit with configs/ucr.yaml, evaluate with the MiniRocket baseline, predict from .ts and
-Capfinder CSVs, every schedule (plateau, triangular2 cyclic, SGDR) and task/store mismatches."""
+"""Signals through the real CLI: fit with configs/ucr.yaml, evaluate beside the ROCKET-family baselines, predict from
+.ts and Capfinder CSVs, every schedule (plateau, triangular2 cyclic, SGDR) and task/store mismatches."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Inputs: a signal store's series ``[C, L]``, standardised with the train statistics (or z-normalised per series at
 prepare time), time-warped, scaled and jittered for training; no test-time views. Networks come from the signal
-registry (``models/signal_nets.py``); every report adds the MiniRocket baseline. The objective is per-rank
+registry (``models/signal_nets.py``); every report adds the ROCKET-family baselines. The objective is per-rank
 classification (``tasks/classification.py``).
 """
 
