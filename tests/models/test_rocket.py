@@ -101,3 +101,43 @@ def test_binary_and_unknown_labels() -> None:
     assert ridge.records == 35 and (logits.argmax(1) == reference.predict(features)).all()
     np.testing.assert_allclose((logits[:, 1] - logits[:, 0]) * ridge.temperature, reference.decision_function(features),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_multirocket_needs_one_point_more_than_its_kernels() -> None:
+    # it also reads the first difference, one point shorter; aeon itself fails there with a broadcasting error
+    for name in ("multirocket", "multirocket_hydra"):
+        with pytest.raises(RocketError, match="at least 10 points"):
+            create_rocket(name, 1, 9)
+    for name in ("minirocket", "hydra"):
+        create_rocket(name, 1, 9).fit(np.random.default_rng(0).normal(size=(12, 1, 9)).astype(np.float32))
+
+
+def test_two_ranks_get_one_ridge_each_and_partly_known_records_count_where_known() -> None:
+    # BasicMotions' 4 activities under 2 made-up groups (still / moving); a third of the records known only to group
+    x, y, classes = _ucr("BasicMotions", "TRAIN")
+    groups = {"standing": "still", "badminton": "moving", "running": "moving", "walking": "moving"}
+    tax = Taxonomy.from_rows(["group", "class"], [(groups[c.lower()], c) for c in classes])
+    group_of = np.array([tax.index(0, groups[c.lower()]) for c in classes])
+    targets = np.stack([group_of[y[:, 0]], np.array([tax.index(1, classes[i]) for i in y[:, 0]])], axis=1)
+    targets[::3, 1] = -1
+    backbone = create_rocket("minirocket", in_chans=x.shape[1], length=x.shape[2], seed=0)
+    model = build_classifier(backbone, ModelConfig(backbone="minirocket"), tax).eval()
+    fitted = fit_closed_form(model, x, targets, tax)
+    assert fitted["group"].records == len(x) and fitted["class"].records == int((targets[:, 1] >= 0).sum())
+    x_test, y_test, _ = _ucr("BasicMotions", "TEST")
+    with torch.no_grad():
+        out = model(input=x_test)
+    assert (out["group"].argmax(-1).numpy() == group_of[y_test[:, 0]]).mean() > 0.9
+    assert (out["class"].argmax(-1).numpy() == np.array([tax.index(1, classes[i]) for i in y_test[:, 0]])).mean() > 0.9
+
+
+@pytest.mark.parametrize("name", list_rocket_models())
+def test_prediction_leaves_torchs_global_generator_alone(name: str) -> None:
+    x = np.random.default_rng(0).normal(size=(8, 1, 50)).astype(np.float32)
+    model = create_rocket(name, 1, 50)
+    model.fit(x)
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    model(input=torch.from_numpy(x))
+    assert torch.equal(torch.rand(3), expected)  # a training loop's shuffling and augmentation stay reproducible

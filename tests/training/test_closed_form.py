@@ -16,11 +16,13 @@ import torch
 
 from taxotrain.cli import main
 from taxotrain.config import load_config
+from taxotrain.data.dataset import hide_labels
 from taxotrain.data.signals import ucr_folder
 from taxotrain.data.store import Store
 from taxotrain.evaluation.report import fit_time
 from taxotrain.run import load_run
 from taxotrain.run_folder import RunPaths
+from taxotrain.tasks import create_task
 from taxotrain.training.select import select_backbone
 
 QUIET = ["task=signal", "trainer.cpu_threads=1", "logging.mlflow=false", "logging.tensorboard=false",
@@ -72,13 +74,38 @@ def test_a_closed_form_fit_leaves_a_run_that_evaluate_predict_and_export_take(
     assert "fitted in closed form" in err and err.count("\n") == 1 and not (tmp_path / "bundle").exists()
 
 
+def test_baselines_fit_ridges_on_the_runs_labels_whatever_its_head(gunpoint_store: Path) -> None:
+    # a network run with its own settings, a flat head and half its train labels hidden: the baselines keep their
+    # own defaults and ridge heads, and see the labels the run saw
+    cfg = load_config(None, [f"data.store={gunpoint_store}", *QUIET, "model.backbone=resnet1d", "model.head=flat",
+                             "model.kwargs={width: 8}", "data.hide_labels={class: 0.5}"])
+    store = Store(gunpoint_store)
+    found = create_task(cfg, store=store).baselines(store, "test")
+    labelled = int((hide_labels(store, {"class": 0.5}, cfg.run.seed)[store.splits["train"], 0] >= 0).sum())
+    assert labelled < len(store.splits["train"])
+    assert list(found) == ["minirocket", "hydra", "multirocket", "multirocket_hydra", "mean"]
+    assert all(b["train_records"] == labelled and b["top1"] > 0.8 for b in found.values())
+
+
+def test_a_model_that_cannot_take_the_store_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    short = tmp_path / "short.h5"  # GunPoint cut to 9 points: MultiRocket needs 10
+    assert main(["prepare", str(ucr_folder("GunPoint")), "--target-length", "9", "--out", str(short)]) == 0
+    cfg = load_config(None, [f"data.store={short}", *QUIET, "model.backbone=resnet1d"])
+    found = create_task(cfg, store=Store(short)).baselines(Store(short), "test")
+    assert found["multirocket"]["top1"] is None and "at least 10 points" in found["multirocket"]["skipped"]
+    assert found["minirocket"]["top1"] is not None and found["mean"]["name"] == "mean of the 2"
+
+
 def test_settings_that_need_gradient_training_are_refused(gunpoint_store: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    for setting in ("model.head=conditional", "trainer.ema=true", "mix.mixup_alpha=0.2"):
-        assert _fit(gunpoint_store, tmp_path / "r", "model.backbone=hydra", setting) == 2
+    for backbone, setting in (("hydra", "model.head=conditional"), ("hydra", "trainer.ema=true"),
+                              ("hydra", "mix.mixup_alpha=0.2"), ("auto", "mix.mixup_alpha=0.2"),
+                              ("mean", "trainer.ema=true")):
+        assert _fit(gunpoint_store, tmp_path / "r", f"model.backbone={backbone}", setting) == 2
         err = capsys.readouterr().err
         assert "fitted in closed form" in err and setting.split("=")[0] in err and err.count("\n") == 1
-        assert not (tmp_path / "r" / "checkpoints").exists()
+        # refused before anything was fitted or written (auto would otherwise fit every candidate first)
+        assert not (tmp_path / "r" / "checkpoints").exists() and not (tmp_path / "r" / "selection.json").exists()
 
 
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "ucr_best.yaml"
@@ -113,7 +140,15 @@ def test_auto_chooses_on_train_and_val_only(gunpoint_store: Path, tmp_path: Path
     assert load_run(run).config.model.backbone == selection["chosen"]
     fitted = fit_time(RunPaths(run))  # what evaluate reports as this run's fit time: the choice's included
     assert fitted["chosen"] == selection["chosen"] and fitted["selection_seconds"] == pytest.approx(
-        sum(c["seconds"] for c in selection["candidates"]), abs=0.01) and fitted["epochs"] == 1
+        sum(c["seconds"] for c in selection["candidates"][1:]), abs=0.01) and fitted["epochs"] == 1
+    assert selection["candidates"][0]["seconds"] == pytest.approx(fitted["selection_seconds"], abs=0.05)  # mean's
+
+    # --resume keeps the recorded choice: nothing is chosen again
+    written = (run / "selection.json").stat().st_mtime_ns
+    assert main(["fit", "--config", str(RECIPE), f"data.store={gunpoint_store}", f"run.dir={run}", *auto,
+                 "--resume", "auto"]) == 0
+    assert (run / "selection.json").stat().st_mtime_ns == written
+    assert load_run(run).config.model.backbone == selection["chosen"]
 
     # the same store with its test labels shuffled: the scores and the choice do not move
     shuffled = tmp_path / "shuffled.h5"

@@ -124,7 +124,9 @@ def _baseline_html(metrics: dict[str, Any], ranks: list[str]) -> str:
     name = "this run" + (f" (model.backbone: auto chose {_e(fit['chosen'])}; its time includes fitting every "
                          "candidate)" if "chosen" in fit else "")
     rows = "".join(f"<tr><td class=\"name\">{_e(b['method'])}</td><td>{_fmt(b['top1'])}</td>"
-                   f"<td>{b['seconds']:.1f}</td><td>{b['train_records']}</td></tr>" for b in baselines.values())
+                   f"<td>{b['seconds']:.1f}</td><td>{b['train_records']}</td></tr>" if b.get("top1") is not None else
+                   f"<tr><td class=\"name\">{_e(b.get('name', '?'))}: {_e(b.get('skipped', ''))}</td><td>–</td>"
+                   "<td>–</td><td>–</td></tr>" for b in baselines.values())
     return (f"<h2>Baselines</h2><table><tr><th class=\"name\">model</th><th>top-1</th><th>fit (s)</th>"
             f"<th>train records</th></tr><tr><td class=\"name\">{name}</td>"
             f"<td>{_fmt(metrics['ranks'][ranks[-1]]['top1'])}</td><td>{own}</td><td>–</td></tr>{rows}</table>"

@@ -153,7 +153,8 @@ def fit_time(paths: RunPaths) -> dict[str, Any] | None:
     if paths.selection.is_file():
         selection = json.loads(paths.selection.read_text())
         fitted["chosen"] = selection["chosen"]
-        fitted["selection_seconds"] = round(sum(c["seconds"] for c in selection["candidates"]), 2)
+        fitted["selection_seconds"] = round(sum(c["seconds"] for c in selection["candidates"]  # mean's = members'
+                                                if c["backbone"] != "mean"), 2)
     return fitted
 
 
@@ -162,8 +163,10 @@ def summary_line(result: EvalResult) -> str:
     parts = [f"{r} top1 {m['top1']:.3f} macro-F1 {m['macro_f1']:.3f}" for r, m in per_rank(result.metrics).items()
              if m.get("top1") is not None]
     baselines = result.metrics.get("baseline") or {}
-    if baselines:
-        parts.append("baselines top1 " + ", ".join(f"{b.get('name', k)} {b['top1']:.3f}" for k, b in baselines.items()))
+    scored = [f"{b.get('name', k)} {b['top1']:.3f}" for k, b in baselines.items() if b.get("top1") is not None]
+    if scored:
+        parts.append("baselines top1 " + ", ".join(scored))
+    parts += [f"{b.get('name', k)} skipped: {b['skipped']}" for k, b in baselines.items() if b.get("skipped")]
     return "; ".join(parts) + f"; report {result.report}"
 
 

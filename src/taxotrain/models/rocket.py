@@ -47,11 +47,19 @@ def list_rocket_models() -> list[str]:
     return list(_ROCKET)
 
 
+def min_length(name: str) -> int:
+    """The shortest series model ``name`` takes: its kernels' length, plus one for the models that also read the
+    first difference (MultiRocket)."""
+    return int(getattr(_ROCKET.get(name), "min_length", MIN_LENGTH))
+
+
 def create_rocket(name: str, in_chans: int, length: int, seed: int = 0, **kwargs: Any) -> RocketFeatures:
     """An unfitted ROCKET-family backbone for series ``[in_chans, length]``."""
-    if length < MIN_LENGTH:
-        raise RocketError(f"{name} needs series of at least {MIN_LENGTH} points (its kernels' length); the store's "
-                          f"are {length}: pad them at prepare, or use a network")
+    minimum = min_length(name)
+    if length < minimum:
+        raise RocketError(f"{name} needs series of at least {minimum} points (its kernels are {MIN_LENGTH} long"
+                          + (", and it also reads the first difference" if minimum > MIN_LENGTH else "")
+                          + f"); the store's are {length}: pad them at prepare, or use a network")
     try:
         return _ROCKET[name](in_chans=in_chans, length=length, seed=seed, **kwargs)
     except TypeError as exc:
@@ -71,6 +79,7 @@ class RocketFeatures(nn.Module):
     """
 
     closed_form = True
+    min_length = MIN_LENGTH  # the shortest series it takes
 
     def __init__(self, in_chans: int, length: int, seed: int) -> None:
         super().__init__()
@@ -165,6 +174,8 @@ class _MultiRocket(RocketFeatures):
     """aeon's ``MultiRocket`` (raw and first-difference series, 4 pooling operators; 49,728 features by default) +
     a standard scaler (``with_mean`` False as in aeon's ``MultiRocketClassifier``, True inside MultiRocket-Hydra)."""
 
+    min_length = MIN_LENGTH + 1  # its first-difference series must still be as long as the kernels
+
     def __init__(self, in_chans: int, length: int, seed: int, n_kernels: int = 6_250,
                  max_dilations_per_kernel: int = 32, n_features_per_kernel: int = 4, with_mean: bool = False) -> None:
         super().__init__(in_chans, length, seed)
@@ -240,7 +251,8 @@ class _Hydra(RocketFeatures):
     def _features(self, x: np.ndarray) -> np.ndarray:
         from aeon.classification.convolution_based._hydra import _SparseScaler
 
-        hydra = self._internal()
+        with torch.random.fork_rng(devices=[]):  # building aeon's module draws kernels, overwritten just below
+            hydra = self._internal()
         hydra.W = torch.from_numpy(self._get("W"))
         hydra.idx = [torch.from_numpy(self._get(f"idx{i}")) for i in range(hydra.num_dilations)]
         scaler = _SparseScaler()
@@ -251,6 +263,8 @@ class _Hydra(RocketFeatures):
 class _MultiRocketHydra(RocketFeatures):
     """Hydra's sparse-scaled features beside MultiRocket's standardised ones, as aeon's ``MultiRocketHydraClassifier``
     (Dempster et al. 2023 found the pair the strongest of the family)."""
+
+    min_length = MIN_LENGTH + 1
 
     def __init__(self, in_chans: int, length: int, seed: int, n_kernels: int = 8, n_groups: int = 64) -> None:
         super().__init__(in_chans, length, seed)

@@ -210,6 +210,9 @@ class Task:
     def build_model(self, pretrained: bool = True, drop_path_rate: float | None = None) -> nn.Module:
         """Backbone and head; ``pretrained=False`` skips loading weights (a checkpoint supplies them)."""
         if self.config.model.backbone == MEAN:  # one member per candidate, each as if it were the backbone
+            if self.config.model.kwargs:
+                raise ConfigError("model.kwargs with model.backbone: mean: each candidate keeps its own defaults "
+                                  "(n_kernels means different things to each); remove model.kwargs")
             members = [self.with_backbone(name).build_model(pretrained, drop_path_rate)
                        for name in candidate_names(self.config)]
             for name, member in zip(candidate_names(self.config), members, strict=True):
@@ -220,9 +223,10 @@ class Task:
         rate = self.config.model.drop_path_rate if drop_path_rate is None else drop_path_rate
         return self.objective.build_model(self.build_backbone(pretrained, rate))
 
-    def with_backbone(self, name: str) -> Task:
-        """This task with ``model.backbone`` set to ``name`` (same taxonomy and spec)."""
-        model = self.config.model.model_copy(update={"backbone": name})
+    def with_backbone(self, name: str, **model_settings: Any) -> Task:
+        """This task with ``model.backbone`` set to ``name`` and any other ``model.*`` settings given (same taxonomy
+        and spec)."""
+        model = self.config.model.model_copy(update={"backbone": name, **model_settings})
         return type(self)(self.config.model_copy(update={"model": model}), self.taxonomy, self.spec)
 
     def ensemble_model(self, members: list[nn.Module]) -> nn.Module:

@@ -179,38 +179,60 @@ class SignalClassification(Task):
 
     def baselines(self, store: Store, split: str) -> dict[str, dict[str, Any]]:
         """Every ROCKET-family model, fitted as ``fit`` fits it (its transform and a ridge per rank on the store's
-        train split) and scored on ``split`` at the finest rank, with the seconds its fit and prediction took."""
+        train split, with the run's hidden labels) under linear heads whatever the run's head, and scored on
+        ``split`` at the finest rank with the seconds its fit and prediction took; then their mean. A model that
+        cannot take the store (too short series, a ridge too large for memory) is left out with the reason."""
         import time
 
         import numpy as np
         import torch
 
-        from taxotrain.data.dataset import stack_dataset
+        from taxotrain.data.dataset import hide_labels, stack_dataset
         from taxotrain.models.ridge import fit_closed_form
-        from taxotrain.models.rocket import DISPLAY_NAMES, list_rocket_models
-        from taxotrain.models.signal_nets import create_signal_net
+        from taxotrain.models.rocket import DISPLAY_NAMES, RocketError, list_rocket_models
 
-        x_train, y_train = stack_dataset(self.dataset(store, "train"))
+        labels = hide_labels(store, self.config.data.hide_labels, self.config.run.seed)
+        x_train, y_train = stack_dataset(self.dataset(store, "train", labels=labels))
         x_test, y_test = stack_dataset(self.dataset(store, split))
-        known = y_test[:, -1] >= 0
-        found, probs = {}, []
+        known, labelled = y_test[:, -1] >= 0, int((y_train[:, -1] >= 0).sum())
+        found: dict[str, dict[str, Any]] = {}
+        probs = []
         for name in list_rocket_models():
             t0 = time.time()
-            backbone = create_signal_net(name, in_chans=self.spec.channels, length=self.spec.length,
-                                         seed=self.config.run.seed)
-            model = self.objective.build_model(backbone).eval()
+            # each model with its own defaults under ridge heads, whatever the run's head and network settings
+            task = self.with_backbone(name, head="linear", drop_rate=0.0, kwargs=None)
+            try:
+                model = task.build_model(pretrained=False).eval()
+            except RocketError as exc:
+                found[name] = {"name": DISPLAY_NAMES[name], "top1": None, "skipped": str(exc)}
+                continue
+            size = len(x_train) * model.num_features * 8
+            if size > BASELINE_MEMORY:  # the ridge's leave-one-out holds records x features in float64
+                found[name] = {"name": DISPLAY_NAMES[name], "top1": None, "skipped": (
+                    f"{len(x_train):,} train records x {model.num_features:,} features need {size / 2**30:.1f} GiB "
+                    "for the ridge; not fitted as a baseline")}
+                continue
             fit_closed_form(model, x_train, y_train, self.taxonomy)
-            with torch.no_grad():
-                probs.append(model(input=x_test)[self.taxonomy.finest].softmax(-1).numpy())
-            predicted = probs[-1].argmax(-1)
-            found[name] = {"name": DISPLAY_NAMES[name], "top1": float((predicted == y_test[:, -1])[known].mean()),
-                           "records": int(known.sum()), "train_records": len(x_train),
+            with torch.no_grad():  # in batches: 50k features of every test series at once may not fit
+                probs.append(torch.cat([model(input=x_test[i:i + 256])[self.taxonomy.finest].softmax(-1)
+                                        for i in range(0, len(x_test), 256)]).numpy())
+            found[name] = {"name": DISPLAY_NAMES[name], "top1": _top1(probs[-1], y_test, known),
+                           "records": int(known.sum()), "train_records": labelled,
                            "seconds": round(time.time() - t0, 2),
-                           "method": f"aeon {DISPLAY_NAMES[name]} ({backbone.num_features:,} features) + ridge per "
+                           "method": f"aeon {DISPLAY_NAMES[name]} ({model.num_features:,} features) + ridge per "
                                      "rank, as model.backbone=" + name}
-        mean = np.mean(probs, axis=0).argmax(-1)
-        found["mean"] = {"name": "mean of the four", "top1": float((mean == y_test[:, -1])[known].mean()),
-                         "records": int(known.sum()), "train_records": len(x_train),
-                         "seconds": round(sum(f["seconds"] for f in found.values()), 2),
-                         "method": "the mean of the four models' probabilities, as model.backbone=mean"}
+        if len(probs) > 1:
+            fitted = [f for f in found.values() if f.get("top1") is not None]
+            found["mean"] = {"name": f"mean of the {len(probs)}", "top1": _top1(np.mean(probs, axis=0), y_test, known),
+                             "records": int(known.sum()), "train_records": labelled,
+                             "seconds": round(sum(f["seconds"] for f in fitted), 2),
+                             "method": f"the mean of the {len(probs)} models' probabilities, as model.backbone=mean"}
         return found
+
+
+BASELINE_MEMORY = 4 * 2**30  # bytes a baseline's ridge may take (records x features x float64)
+
+
+def _top1(probs: Any, y: Any, known: Any) -> float:
+    """Top-1 at the finest rank of ``probs`` [N, K] against ``y`` [N, ranks], over the records ``known`` there."""
+    return float((probs.argmax(-1) == y[:, -1])[known].mean()) if known.any() else float("nan")

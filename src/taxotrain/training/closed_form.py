@@ -51,8 +51,9 @@ class ClosedFormModule(TaskModule):
     """A :class:`TaskModule` whose first epoch fits the model in closed form instead of stepping an optimiser."""
 
     # one epoch of one (skipped) batch, so that Lightning validates, checkpoints and logs the fitted model
+    # (and in float32: bf16 autocast on a GPU would round the ridge heads' inputs and flip predictions)
     trainer_overrides: ClassVar[dict[str, Any]] = {"max_epochs": 1, "limit_train_batches": 1,
-                                                   "gradient_clip_val": None}
+                                                   "gradient_clip_val": None, "precision": "32-true"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

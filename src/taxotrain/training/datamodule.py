@@ -10,15 +10,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from taxotrain.config import ConfigError
+from taxotrain.data.dataset import hide_labels
 from taxotrain.data.store import Store
 from taxotrain.stages import Stage, expand_stages, stage_at
 from taxotrain.tasks import Task
-from taxotrain.taxonomy import NULL
 from taxotrain.training.interrupt import ResumableLoader, ResumePoint, ignore_sigint_in_worker
 from taxotrain.training.progressive import probe_batch_size
 
@@ -40,28 +38,6 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
-
-
-def hide_labels(store: Store, fractions: dict[str, float] | None, seed: int) -> np.ndarray | None:
-    """A copy of the store's labels with a seeded fraction of train records made unknown at a rank and every finer
-    rank (partial identifications, e.g. records known only to genus). ``None`` when nothing is hidden."""
-    if not fractions:
-        return None
-    unknown = set(fractions) - set(store.ranks)
-    if unknown:
-        raise ConfigError(f"bad value for 'data.hide_labels': rank(s) {', '.join(sorted(unknown))} not in the store; "
-                          f"its ranks are {', '.join(store.ranks)}")
-    labels = store.labels.copy()
-    rng = np.random.default_rng(seed + 7919)
-    train = store.splits["train"]
-    for rank, fraction in fractions.items():
-        if not 0 <= fraction <= 1:
-            raise ConfigError(f"bad value for 'data.hide_labels.{rank}': {fraction}; give a fraction in [0, 1]")
-        r = store.ranks.index(rank)
-        known = train[labels[train, r] != NULL]
-        chosen = rng.choice(known, size=int(round(fraction * len(known))), replace=False)
-        labels[chosen, r:] = NULL
-    return labels
 
 
 def drops_last_batch(records: int, batch: int) -> bool:

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging
 
-from taxotrain.config import Config, ConfigError, config_to_dict, save_config
+from taxotrain.config import MEAN, Config, ConfigError, config_to_dict, save_config
 from taxotrain.data.store import Store
 from taxotrain.run import CKPT_KEY, RunError, RunPaths, read_checkpoint, torch_threads
 from taxotrain.stages import expand_stages, is_progressive, max_drop_path
@@ -170,8 +170,11 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
                        f"differs from {resumed.get('store')}); resume with that store, or start a new run.dir")
     if len(store.splits["val"]) == 0:
         raise ConfigError(f"{store.path} has an empty val split; re-run prepare with --val above 0")
+    if cfg.model.backbone in (AUTO, MEAN):
+        check_closed_form_config(cfg)  # before fitting every candidate, not after
     if cfg.model.backbone == AUTO:
-        cfg = select_backbone(cfg, store, paths)
+        with torch_threads(cfg.trainer.cpu_threads):
+            cfg = select_backbone(cfg, store, paths)
     stages = expand_stages(cfg)
     task = create_task(cfg, store=store, stages=stages)
     task.check_config()

@@ -19,12 +19,11 @@ import numpy as np
 import torch
 
 from taxotrain.config import MEAN, Config, ConfigError, candidate_names
-from taxotrain.data.dataset import stack_dataset
+from taxotrain.data.dataset import hide_labels, stack_dataset
 from taxotrain.data.store import Store
 from taxotrain.files import write_text_atomic
 from taxotrain.run_folder import RunPaths
 from taxotrain.tasks import create_task
-from taxotrain.training.datamodule import hide_labels
 
 AUTO = "auto"
 
