@@ -8,7 +8,7 @@
     <run.dir>/selection.json         model.backbone: auto: every candidate's score and fit time, and the one chosen
     <run.dir>/ensemble.json          `taxotrain ensemble`: the member runs (checkpoints, backbones) averaged
     <run.dir>/mlruns/, tensorboard/  tracker files
-    <run.dir>/metrics.json, per_class.csv, confusion_<rank>.png, curves_*.png, report.html   from evaluate
+    <run.dir>/metrics.json, per_class.csv, confusion_<rank>.png, curves_*.png, reliability.png, report.html  evaluate
     <run.dir>/predictions_<split>.npz  per-record probabilities and decoded paths (what --compare resamples)
     <run.dir>/rollup.json            roll-up thresholds chosen on val by evaluate (what predict and export use)
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from taxotrain.evaluation.metrics import class_scores, confusion, evaluate_probs, rank_scores
+from taxotrain.evaluation.metrics import class_scores, confusion, evaluate_probs, rank_scores, reliability
 from taxotrain.taxonomy import NULL, Taxonomy
 
 
@@ -49,3 +49,18 @@ def test_rank_with_no_known_label_reports_none_and_per_class_rows() -> None:
     metrics, rows = evaluate_probs(probs, labels, tax)
     assert metrics["g"]["top1"] == 1.0 and metrics["s"]["top1"] is None and metrics["s"]["n"] == 0
     assert [(r["rank"], r["class"]) for r in rows] == [("g", "A"), ("g", "B"), ("s", "a1"), ("s", "a2"), ("s", "b1")]
+
+
+def test_calibration_error_on_known_answers() -> None:
+    # 10 records scored 0.8 for their top class, 8 of them right: calibrated, ECE 0
+    probs = np.tile([0.8, 0.2], (10, 1))
+    target = np.array([0] * 8 + [1] * 2)
+    assert rank_scores(probs, target)["ece"] == pytest.approx(0.0, abs=1e-6)
+    # the same scores, only half right: 0.3 too confident everywhere
+    assert rank_scores(probs, np.array([0] * 5 + [1] * 5))["ece"] == pytest.approx(0.3, abs=1e-6)
+    # two bins: 4 records at 0.95 all right (gap 0.05), 4 at 0.6 with 1 right (gap 0.35); unknown records left out
+    probs = np.array([[0.95, 0.05]] * 4 + [[0.6, 0.4]] * 4 + [[0.5, 0.5]])
+    target = np.array([0, 0, 0, 0, 0, 1, 1, 1, NULL])
+    curve = reliability(probs, target)
+    assert curve["count"].sum() == 8 and sorted(curve["count"][curve["count"] > 0].tolist()) == [4, 4]
+    assert rank_scores(probs, target)["ece"] == pytest.approx((4 * 0.05 + 4 * 0.35) / 8, abs=1e-6)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from taxotrain.cli import main
 from taxotrain.data.store import Store
-from taxotrain.evaluation.metrics import confusion
+from taxotrain.evaluation.metrics import confusion, reliability
 from taxotrain.evaluation.plots import confusion_figure, curve_figures
 from taxotrain.taxonomy import Taxonomy
 
@@ -34,8 +34,13 @@ def test_evaluate_writes_sane_report(trained_run: Path, plankton_store: Path) ->
     assert metrics["evaluation"]["split"] == "test" and metrics["evaluation"]["records"] == len(store.splits["test"])
     for rank in store.ranks:
         m = metrics["ranks"][rank]
-        assert set(m) >= {"top1", "top5", "macro_f1", "balanced_accuracy"}
-        assert all(0.0 <= m[k] <= 1.0 for k in ("top1", "top5", "macro_f1", "balanced_accuracy"))
+        assert set(m) >= {"top1", "top5", "macro_f1", "balanced_accuracy", "ece"}
+        assert all(0.0 <= m[k] <= 1.0 for k in ("top1", "top5", "macro_f1", "balanced_accuracy", "ece"))
+        saved = np.load(trained_run / "predictions_test.npz")  # the ECE is the saved probabilities' own
+        curve = reliability(saved[f"probs_{rank}"], saved["labels"][:, store.ranks.index(rank)])
+        seen = curve["count"] > 0
+        gaps = np.abs(curve["accuracy"] - curve["confidence"])[seen] * curve["count"][seen]
+        assert m["ece"] == pytest.approx(gaps.sum() / curve["count"].sum(), abs=1e-5)
         assert m["top5"] >= m["top1"]
     assert metrics["ranks"]["group"]["top5"] == 1.0  # 4 groups: the true group is always in the top 5
     r = store.ranks.index("subgroup")
@@ -51,7 +56,7 @@ def test_evaluate_writes_sane_report(trained_run: Path, plankton_store: Path) ->
     linked = [x for x in re.findall(r'(?:src|href)="([^"]+)"', html) if not x.startswith(("data:", "#"))]
     for rank in store.ranks:
         assert f"confusion_{rank}.png" in linked
-    assert "curves_loss.png" in linked and "curves_accuracy.png" in linked
+    assert "curves_loss.png" in linked and "curves_accuracy.png" in linked and "reliability.png" in linked
     for name in linked:
         assert (trained_run / name).is_file(), f"report links a missing file: {name}"
     with Image.open(trained_run / "confusion_class.png") as im:

@@ -172,6 +172,9 @@ def test_candidates_must_be_closed_form_model_names(gunpoint_store: Path, tmp_pa
         assert _fit(gunpoint_store, tmp_path / "r", "model.backbone=mean", f"model.candidates={candidates}") == 2
         err = capsys.readouterr().err
         assert said in err and "model.candidates" in err and err.count("\n") == 1
+    assert _fit(gunpoint_store, tmp_path / "r", "model.backbone=mean", "model.kwargs={n_kernels: 4}") == 2
+    err = capsys.readouterr().err  # n_kernels means something different to each candidate
+    assert "model.kwargs" in err and "own defaults" in err and err.count("\n") == 1
 
 
 def test_an_ensemble_averages_its_members(rocket_run: Path, signal_run: Path, tmp_path: Path,

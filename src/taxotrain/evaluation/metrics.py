@@ -1,8 +1,11 @@
-"""Per-rank metrics from predicted probabilities: top-1, top-5, macro-F1, balanced accuracy, per-class table.
+"""Per-rank metrics from predicted probabilities: top-1, top-5, macro-F1, balanced accuracy, expected calibration
+error, per-class table.
 
 Definitions follow scikit-learn: macro-F1 averages over classes present in the labels or the predictions;
-balanced accuracy is the mean recall over classes present in the labels. Records unknown at a rank are left out
-of that rank's metrics.
+balanced accuracy is the mean recall over classes present in the labels. The expected calibration error (ECE) is
+torchmetrics' top-label form over ``ECE_BINS`` equal-width confidence bins: the record-weighted mean gap between a
+bin's mean confidence and its accuracy (0 = a score of 0.8 is right 80% of the time). Records unknown at a rank are
+left out of that rank's metrics.
 """
 
 from __future__ import annotations
@@ -11,9 +14,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_calibration_error,
+    multiclass_confusion_matrix,
+)
 
 from taxotrain.taxonomy import NULL, Taxonomy
+
+ECE_BINS = 15
 
 
 def confusion(probs: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -40,11 +49,11 @@ def class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def rank_scores(probs: np.ndarray, target: np.ndarray) -> dict[str, Any]:
-    """``top1``, ``top5``, ``macro_f1``, ``balanced_accuracy`` (fractions) and ``n`` for one rank."""
+    """``top1``, ``top5``, ``macro_f1``, ``balanced_accuracy``, ``ece`` (fractions) and ``n`` for one rank."""
     known = target != NULL
     n = int(known.sum())
     if n == 0:
-        return {"top1": None, "top5": None, "macro_f1": None, "balanced_accuracy": None, "n": 0}
+        return {"top1": None, "top5": None, "macro_f1": None, "balanced_accuracy": None, "ece": None, "n": 0}
     p, t = torch.from_numpy(probs[known]), torch.from_numpy(target[known])
     num_classes = probs.shape[1]
     top1 = multiclass_accuracy(p, t, num_classes, top_k=1, average="micro")
@@ -52,7 +61,8 @@ def rank_scores(probs: np.ndarray, target: np.ndarray) -> dict[str, Any]:
     scores = class_scores(confusion(probs, target))
     present = (scores["support"] > 0) | (scores["predicted"] > 0)
     return {"top1": float(top1), "top5": float(top5), "macro_f1": float(scores["f1"][present].mean()),
-            "balanced_accuracy": float(scores["recall"][scores["support"] > 0].mean()), "n": n}
+            "balanced_accuracy": float(scores["recall"][scores["support"] > 0].mean()),
+            "ece": float(multiclass_calibration_error(p.float(), t, num_classes, n_bins=ECE_BINS, norm="l1")), "n": n}
 
 
 def evaluate_probs(probs: dict[str, np.ndarray], labels: np.ndarray, taxonomy: Taxonomy
@@ -80,3 +90,17 @@ def per_rank(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if isinstance(section, dict) and all(isinstance(v, dict) for v in section.values()):
         return section
     return {k: v for k, v in metrics.items() if k not in SECTIONS and isinstance(v, dict)}
+
+
+def reliability(probs: np.ndarray, target: np.ndarray, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """Per equal-width bin of top-label confidence (records with a known label): ``confidence`` (mean), ``accuracy``
+    and ``count``; empty bins hold NaN and 0. The record-weighted mean of ``|accuracy - confidence|`` is the ECE."""
+    known = target != NULL
+    top = probs[known].max(1)
+    right = probs[known].argmax(1) == target[known]
+    which = np.clip(np.ceil(top * bins).astype(int) - 1, 0, bins - 1)  # (lo, hi] bins, as torchmetrics bins them
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore"):
+        confidence = np.bincount(which, weights=top, minlength=bins) / count
+        accuracy = np.bincount(which, weights=right.astype(float), minlength=bins) / count
+    return {"confidence": confidence, "accuracy": accuracy, "count": count}

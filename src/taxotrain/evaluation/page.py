@@ -95,12 +95,13 @@ def headline_table(metrics: dict[str, Any], classes: dict[str, int] | None = Non
     path = (metrics.get("hierarchy") or {}).get("decoded_top1") or {}
     ncls = "<th rowspan=\"2\">classes</th>" if classes else ""
     head = (f"<thead><tr><th rowspan=\"2\" class=\"name\">rank</th>{ncls}<th rowspan=\"2\">records</th>"
-            "<th colspan=\"4\">each rank's own head</th><th>consistent path</th></tr><tr><th>top-1</th>"
-            "<th>top-5</th><th>macro-F1</th><th>balanced acc.</th><th>top-1</th></tr></thead>")
+            "<th colspan=\"5\">each rank's own head</th><th>consistent path</th></tr><tr><th>top-1</th>"
+            "<th>top-5</th><th>macro-F1</th><th>balanced acc.</th><th title=\"expected calibration error: the mean "
+            "gap between confidence and accuracy (0 is best)\">ECE</th><th>top-1</th></tr></thead>")
     body = "".join(
         f"<tr><td class=\"name\">{_e(r)}</td>" + (f"<td>{classes.get(r, '–')}</td>" if classes else "")
         + f"<td>{_fmt(m.get('n'))}</td>"
-        + "".join(f"<td>{_fmt(m.get(k))}</td>" for k in ("top1", "top5", "macro_f1", "balanced_accuracy"))
+        + "".join(f"<td>{_fmt(m.get(k))}</td>" for k in ("top1", "top5", "macro_f1", "balanced_accuracy", "ece"))
         + f"<td>{_fmt(path.get(r))}</td></tr>" for r, m in scores.items())
     return f"<table class=\"headline\">{head}<tbody>{body}</tbody></table>"
 
@@ -112,7 +113,10 @@ def _headline_html(inp: ReportInputs) -> str:
             "<p class=\"meta\">Fractions. <b>Each rank's own head</b>: that rank's classifier on its own (its "
             "argmax, as the confusion matrices and the per-class tables below count it). <b>Consistent path</b>: "
             "one label per rank that agrees with the tree, what <code>taxotrain predict</code> writes and the "
-            "gallery of mistakes shows. Records unknown at a rank are left out of that rank.</p>")
+            "gallery of mistakes shows. <b>ECE</b>: expected calibration error, the record-weighted gap between "
+            "confidence and accuracy over 15 confidence bins (0 = a score of 0.8 is right 80% of the time; "
+            "<code>reliability.png</code> below shows it per bin). Records unknown at a rank are left out of that "
+            "rank.</p>")
 
 
 def _baseline_html(metrics: dict[str, Any], ranks: list[str]) -> str:
@@ -278,7 +282,8 @@ def _figures_html(figures: list[Path], taxonomy: Taxonomy) -> str:
            "size, or read the <a href=\"#pairs\">most confused pairs</a> and the <a href=\"#per-class\">per-class "
            "table</a>" if p.stem in big else "")
         + "</figcaption></figure>" for p in figures)
-    return ("<h2 id=\"figures\">Training curves and confusion matrices</h2><p class=\"meta\">The figures are "
+    return ("<h2 id=\"figures\">Training curves, reliability and confusion matrices</h2><p class=\"meta\">"
+            "The figures are "
             "embedded in this page; the PNG files beside it in the run folder (linked under each) are the same "
             "figures. Click a figure to see it at full size (and scroll); the confusion matrices count each "
             "rank's own head, rows normalised, with the fraction and the number of records in each cell where "

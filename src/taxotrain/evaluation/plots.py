@@ -169,3 +169,34 @@ def plot_curves(metrics_csv: Path, ranks: list[str], out_dir: Path) -> list[Path
         fig.savefig(out[-1], dpi=120)
         plt.close(fig)
     return out
+
+
+def reliability_figure(curves: dict[str, dict[str, np.ndarray]], ece: dict[str, float | None]) -> Figure:
+    """Reliability diagram: per rank, each confidence bin's accuracy against its mean confidence (the diagonal is
+    perfect calibration), and below it how many records fall in each bin."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6.5), height_ratios=(3, 1), sharex=True, layout="constrained")
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for rank, c in curves.items():
+        seen = c["count"] > 0
+        label = f"{rank} (ECE {ece[rank]:.3f})" if ece.get(rank) is not None else rank
+        line = top.plot(c["confidence"][seen], c["accuracy"][seen], marker="o", label=label)[0]
+        edges = np.linspace(0, 1, len(c["count"]) + 1)
+        bottom.stairs(c["count"], edges, color=line.get_color())
+    top.set_ylabel("accuracy in the bin")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.grid(alpha=0.3)
+    top.legend(fontsize="small")
+    bottom.set_xlabel("confidence (top-1 probability of each rank's own head)")
+    bottom.set_ylabel("records")
+    bottom.grid(alpha=0.3)
+    _fit_text(fig, fig.suptitle("reliability: is a score of 0.8 right 80% of the time?"))
+    return fig
+
+
+def plot_reliability(curves: dict[str, dict[str, np.ndarray]], ece: dict[str, float | None], path: Path) -> Path:
+    """Write :func:`reliability_figure` to ``path`` (PNG, ``reliability.png`` in a run folder)."""
+    fig = reliability_figure(curves, ece)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

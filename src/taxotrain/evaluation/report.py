@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader
 
 from taxotrain.data.store import SPLITS, Store
 from taxotrain.evaluation.hierarchy import hierarchy_metrics, record_heights
-from taxotrain.evaluation.metrics import confusion, evaluate_probs, per_rank
+from taxotrain.evaluation.metrics import confusion, evaluate_probs, per_rank, reliability
 from taxotrain.evaluation.mistakes import Mistake, worst_mistakes
 from taxotrain.evaluation.page import ReportInputs, render_report
-from taxotrain.evaluation.plots import plot_confusion, plot_curves
+from taxotrain.evaluation.plots import plot_confusion, plot_curves, plot_reliability
 from taxotrain.files import atomic_path, write_text_atomic
 from taxotrain.inference.predict import predict_loader
 from taxotrain.run import LoadedRun, RunError, RunPaths, load_run, torch_threads
@@ -97,6 +97,10 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     confusions = [plot_confusion(cm, run.taxonomy, r, paths.root / f"confusion_{rank}.png")
                   for r, (rank, cm) in enumerate(zip(run.taxonomy.ranks, cms, strict=True))]
     curves = plot_curves(paths.metrics_csv, run.taxonomy.ranks, paths.root)
+    curves.append(plot_reliability({rank: reliability(probs[rank], labels[:, r])
+                                    for r, rank in enumerate(run.taxonomy.ranks)},
+                                   {rank: m.get("ece") for rank, m in per_rank(metrics).items()},
+                                   paths.root / "reliability.png"))
     files += confusions + curves
     mistakes = _gallery(run, st, decoded.labels, labels, probs, indices)
     report = _write_html(paths, run, metrics, rows, cms, curves + confusions, mistakes)
