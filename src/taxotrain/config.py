@@ -367,7 +367,7 @@ MEAN = "mean"  # model.backbone: the mean of model.candidates' probabilities, ea
 
 def candidate_names(cfg: Config) -> list[str]:
     """The closed-form models that ``model.backbone: mean`` averages and ``auto`` chooses among: ``model.candidates``,
-    else the task's own list."""
+    else the task's own list. Each keeps its own defaults, so ``model.kwargs`` is refused."""
     names = list(cfg.model.candidates or task_rules(cfg.task).candidates)
     if not names:
         raise ConfigError(f"model.backbone: {cfg.model.backbone} works with closed-form models, and task: {cfg.task} "
@@ -375,7 +375,16 @@ def candidate_names(cfg: Config) -> list[str]:
     if MEAN in names or "auto" in names:
         raise ConfigError("bad value for 'model.candidates': list model names (e.g. minirocket, hydra), not "
                           f"{MEAN} or auto")
+    if cfg.model.kwargs:
+        raise ConfigError(f"model.kwargs with model.backbone: {cfg.model.backbone}: each candidate keeps its own "
+                          "defaults (n_kernels means different things to each); remove model.kwargs, or name one "
+                          "backbone")
     return names
+
+
+def with_model(cfg: Config, **settings: Any) -> Config:
+    """``cfg`` with the given ``model.*`` settings replaced, e.g. ``with_model(cfg, backbone="hydra")``."""
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update=settings)})
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,6 @@ class RidgeRank:
     loo_probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32), repr=False)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def mean_of_ranks(fitted: list[RidgeRank], labels: np.ndarray) -> RidgeRank:
     """What the mean of several models' probabilities scores on the same train records, left out one at a time:
     ``loo_top1``/``loo_loss`` of the averaged leave-one-out probabilities (``labels``: the known records' classes)."""
@@ -76,6 +71,7 @@ def _temperature(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def fit_ridge_rank(features: np.ndarray, labels: np.ndarray, num_classes: int) -> RidgeRank:
     """A ridge classifier for one rank: ``labels`` holds class indices, -1 where unknown (left out)."""
+    from scipy.special import softmax
     from sklearn.linear_model import RidgeClassifierCV
 
     known = labels >= 0
@@ -104,7 +100,7 @@ def fit_ridge_rank(features: np.ndarray, labels: np.ndarray, num_classes: int) -
     weight[present] = coef / temperature
     bias[present] = intercept / temperature
     loo_probs = np.zeros((len(y), num_classes), np.float32)
-    loo_probs[:, present] = _softmax(loo / temperature)
+    loo_probs[:, present] = softmax(loo / temperature, axis=1)
     return RidgeRank(weight, bias, alpha, temperature, float((loo.argmax(1) == column).mean()), loo_loss,
                      int(known.sum()), loo_probs)
 

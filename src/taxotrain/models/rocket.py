@@ -66,11 +66,6 @@ def create_rocket(name: str, in_chans: int, length: int, seed: int = 0, **kwargs
         raise RocketError(f"model.kwargs for {name}: {exc}") from exc
 
 
-def is_closed_form(model: nn.Module) -> bool:
-    """Whether ``model`` (or its backbone) is fitted in closed form rather than trained by gradient."""
-    return bool(getattr(getattr(model, "backbone", model), "closed_form", False))
-
-
 class RocketFeatures(nn.Module):
     """Base of the closed-form backbones: ``fit(x)`` on the train series, then ``forward`` gives scaled features.
 

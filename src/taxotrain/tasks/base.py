@@ -25,7 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from taxotrain.config import MEAN, Config, ConfigError, TaskRules, candidate_names, register_task_rules
+from taxotrain.config import (
+    MEAN,
+    Config,
+    ConfigError,
+    TaskRules,
+    candidate_names,
+    register_task_rules,
+    with_model,
+)
 from taxotrain.data.specs import InputSpec, spec_from_checkpoint
 from taxotrain.errors import TaxotrainError
 from taxotrain.taxonomy import Taxonomy
@@ -210,13 +218,10 @@ class Task:
     def build_model(self, pretrained: bool = True, drop_path_rate: float | None = None) -> nn.Module:
         """Backbone and head; ``pretrained=False`` skips loading weights (a checkpoint supplies them)."""
         if self.config.model.backbone == MEAN:  # one member per candidate, each as if it were the backbone
-            if self.config.model.kwargs:
-                raise ConfigError("model.kwargs with model.backbone: mean: each candidate keeps its own defaults "
-                                  "(n_kernels means different things to each); remove model.kwargs")
-            members = [self.with_backbone(name).build_model(pretrained, drop_path_rate)
-                       for name in candidate_names(self.config)]
-            for name, member in zip(candidate_names(self.config), members, strict=True):
-                if not self.fits_in_closed_form(member):
+            members = []
+            for name in candidate_names(self.config):
+                members.append(self.with_backbone(name).build_model(pretrained, drop_path_rate))
+                if not self.fits_in_closed_form(members[-1]):
                     raise ConfigError(f"bad value for 'model.candidates': {name!r} is trained by gradient, not in "
                                       "closed form; average networks with `taxotrain ensemble` after fitting them")
             return self.ensemble_model(members)
@@ -226,8 +231,7 @@ class Task:
     def with_backbone(self, name: str, **model_settings: Any) -> Task:
         """This task with ``model.backbone`` set to ``name`` and any other ``model.*`` settings given (same taxonomy
         and spec)."""
-        model = self.config.model.model_copy(update={"backbone": name, **model_settings})
-        return type(self)(self.config.model_copy(update={"model": model}), self.taxonomy, self.spec)
+        return type(self)(with_model(self.config, backbone=name, **model_settings), self.taxonomy, self.spec)
 
     def ensemble_model(self, members: list[nn.Module]) -> nn.Module:
         """One model from trained ``members`` of this task that take the same inputs (``taxotrain ensemble``)."""

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from taxotrain.config import MEAN, Config, ConfigError, candidate_names
+from taxotrain.config import MEAN, Config, ConfigError, candidate_names, with_model
 from taxotrain.data.dataset import hide_labels, stack_dataset
 from taxotrain.data.store import Store
 from taxotrain.files import write_text_atomic
@@ -30,31 +30,23 @@ AUTO = "auto"
 
 def candidates_of(cfg: Config) -> list[str]:
     """What ``model.backbone: auto`` chooses among: ``mean`` first, then ``model.candidates`` (else the task's list)."""
-    names = candidate_names(cfg)
-    if cfg.model.kwargs:
-        raise ConfigError("model.kwargs with model.backbone: auto: each candidate keeps its own defaults; remove "
-                          "model.kwargs, or name the backbone")
-    return [MEAN, *names]
+    return [MEAN, *candidate_names(cfg)]
 
 
-def _fit_candidate(cfg: Config, store: Store, name: str) -> dict[str, Any]:
-    """Fit candidate ``name`` on train; its finest rank's leave-one-out and val probabilities, and its fit time."""
+def _fit_candidate(cfg: Config, store: Store, name: str, train: tuple[torch.Tensor, np.ndarray],
+                   val: tuple[torch.Tensor, np.ndarray]) -> dict[str, Any]:
+    """Fit candidate ``name`` on the stacked ``train`` split; its finest rank's leave-one-out probabilities on train
+    and its probabilities on the known records of ``val``, and its fit time."""
     t0 = time.time()
-    task = create_task(with_backbone(cfg, name), store=store)
+    task = create_task(with_model(cfg, backbone=name), store=store)
     model = task.build_model(pretrained=False)
     if not task.fits_in_closed_form(model):
         raise ConfigError(f"bad value for 'model.candidates': {name!r} is trained by gradient, not in closed form; "
                           "compare networks with `taxotrain tune` and a categorical model.backbone")
-    labels = hide_labels(store, cfg.data.hide_labels, cfg.run.seed)
-    x, targets = stack_dataset(task.dataset(store, "train", labels=labels))
-    finest = task.taxonomy.finest
-    fitted = task.fit_closed_form(model, x, targets)[finest]
-    x_val, y_val = stack_dataset(task.dataset(store, "val"))
-    known = y_val[:, -1] >= 0
+    fitted = task.fit_closed_form(model, *train)[task.taxonomy.finest]
     with torch.no_grad():
-        val_probs = model.eval()(input=x_val[known])[finest].softmax(-1).numpy()
-    return {"loo_probs": fitted["loo_probs"], "loo_labels": targets[targets[:, -1] >= 0, -1],
-            "val_probs": val_probs, "val_labels": y_val[known, -1], "seconds": time.time() - t0}
+        val_probs = model.eval()(input=val[0])[task.taxonomy.finest].softmax(-1).numpy()
+    return {"loo_probs": fitted["loo_probs"], "val_probs": val_probs, "seconds": time.time() - t0}
 
 
 def _row(name: str, loo: np.ndarray, loo_labels: np.ndarray, val: np.ndarray, val_labels: np.ndarray,
@@ -69,24 +61,25 @@ def _row(name: str, loo: np.ndarray, loo_labels: np.ndarray, val: np.ndarray, va
 def _scores(cfg: Config, store: Store) -> list[dict[str, Any]]:
     """One row per entry of :func:`candidates_of`: its score, leave-one-out and val top-1, and seconds."""
     names = candidates_of(cfg)[1:]
-    fitted = {name: _fit_candidate(cfg, store, name) for name in names}
-    first = fitted[names[0]]
-    mean = _row(MEAN, np.mean([f["loo_probs"] for f in fitted.values()], axis=0), first["loo_labels"],
-                np.mean([f["val_probs"] for f in fitted.values()], axis=0), first["val_labels"],
+    # the splits as every candidate sees them (its inputs do not depend on the model): read once
+    task = create_task(with_model(cfg, backbone=names[0]), store=store)
+    x, targets = stack_dataset(task.dataset(store, "train", labels=hide_labels(store, cfg.data.hide_labels,
+                                                                                cfg.run.seed)))
+    x_val, y_val = stack_dataset(task.dataset(store, "val"))
+    known = y_val[:, -1] >= 0
+    loo_labels, val_labels = targets[targets[:, -1] >= 0, -1], y_val[known, -1]
+    fitted = {name: _fit_candidate(cfg, store, name, (x, targets), (x_val[known], val_labels)) for name in names}
+    mean = _row(MEAN, np.mean([f["loo_probs"] for f in fitted.values()], axis=0), loo_labels,
+                np.mean([f["val_probs"] for f in fitted.values()], axis=0), val_labels,
                 sum(f["seconds"] for f in fitted.values()))
-    return [mean, *(_row(n, f["loo_probs"], f["loo_labels"], f["val_probs"], f["val_labels"], f["seconds"])
+    return [mean, *(_row(n, f["loo_probs"], loo_labels, f["val_probs"], val_labels, f["seconds"])
                     for n, f in fitted.items())]
-
-
-def with_backbone(cfg: Config, name: str) -> Config:
-    """``cfg`` with ``model.backbone`` set to ``name``."""
-    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"backbone": name})})
 
 
 def chosen_before(cfg: Config, paths: RunPaths) -> Config:
     """An ``auto`` config resolved to the choice its run folder recorded (to resume it), else unchanged."""
     if cfg.model.backbone == AUTO and paths.selection.is_file():
-        return with_backbone(cfg, json.loads(paths.selection.read_text())["chosen"])
+        return with_model(cfg, backbone=json.loads(paths.selection.read_text())["chosen"])
     return cfg
 
 
@@ -103,4 +96,4 @@ def select_backbone(cfg: Config, store: Store, paths: RunPaths) -> Config:
         f"{r['backbone']} {r['score']:.3f} (leave-one-out {r['loo_top1']:.3f} on {r['train_records']}, val "
         f"{r['val_top1']:.3f} on {r['val_records']}, {r['seconds']:.0f} s)" for r in rows) + f" -> {chosen}",
         flush=True)
-    return with_backbone(cfg, chosen)
+    return with_model(cfg, backbone=chosen)
