@@ -111,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", type=Path, help="store whose test split checks the export (default: the run's)")
     s.add_argument("--records", type=int, default=1000, help="test records the parity check runs on (default 1000)")
 
+    s = sub.add_parser("calibrate", help="fit one softmax temperature per rank on the val split and write it into the "
+                       "run's checkpoints, so that confidences mean what they say (trainer.calibrate does it after "
+                       "fit)")
+    s.add_argument("run", type=Path, help="run folder written by `taxotrain fit`")
+    s.add_argument("--store", type=Path, help="store whose val split to fit on (default: the run's)")
+    s.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the run's data.num_workers)")
+    s.add_argument("--logit-adjustment", type=float, metavar="TAU", help="first subtract TAU x log(train class "
+                   "prior) from each rank's logits (post-hoc logit adjustment for imbalanced classes, Menon et al. "
+                   "2021; 1 is the usual value, 0 removes it)")
+    s.add_argument("--no-temperature", action="store_true", help="leave the temperatures as they are (with "
+                   "--logit-adjustment: adjust only)")
+
     s = sub.add_parser("ensemble", help="a run that averages the probabilities of trained runs on the same store "
                        "(e.g. 5 seeds, or a network and a ROCKET-family model); evaluate and predict take it as a run")
     s.add_argument("runs", type=Path, nargs="+", help="run folders (or .ckpt files) of the members, at least 2")
@@ -282,6 +294,17 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(exported.summary())
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> None:
+    from taxotrain.config import ConfigError
+    from taxotrain.training.calibration import calibrate_run
+
+    if args.no_temperature and args.logit_adjustment is None:
+        raise ConfigError("--no-temperature leaves nothing to do; give --logit-adjustment TAU, or drop it")
+    result = calibrate_run(args.run, store=args.store, workers=args.workers, logit_adjustment=args.logit_adjustment,
+                           temperature=not args.no_temperature)
+    print(f"{result.summary()}; next: taxotrain evaluate {shlex.quote(str(result.run_dir))}")
+
+
 def _cmd_ensemble(args: argparse.Namespace) -> None:
     from taxotrain.training.ensemble import make_ensemble
 
@@ -299,8 +322,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"init-config": _cmd_init_config, "prepare": _cmd_prepare, "fit": _cmd_fit, "tune": _cmd_tune,
-            "evaluate": _cmd_evaluate, "predict": _cmd_predict, "export": _cmd_export, "ensemble": _cmd_ensemble,
-            "demo": _cmd_demo}
+            "evaluate": _cmd_evaluate, "predict": _cmd_predict, "export": _cmd_export, "calibrate": _cmd_calibrate,
+            "ensemble": _cmd_ensemble, "demo": _cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -89,6 +89,19 @@ class DataConfig(_Section):
         None, description="simulate partial identifications: hide this fraction of train labels at a rank (and "
         "finer), e.g. {class: 0.3}; seeded by run.seed"
     )
+    sampler: Literal["shuffle", "balanced", "sqrt"] = Field(
+        "shuffle", description="how each training epoch draws its records: shuffle (every record once), balanced (with "
+        "replacement, every class of data.sampler_rank equally often) or sqrt (class frequency proportional to the "
+        "square root of its count); an epoch keeps the train split's length"
+    )
+    sampler_rank: str | None = Field(
+        None, description="the rank data.sampler balances (null = the finest); records unknown there are one group"
+    )
+    fit_on: Literal["train", "train+val"] = Field(
+        "train", description="models fitted in closed form (the ROCKET family, mean, auto): fit on the train split, "
+        "or on train+val (more records; their ridge picks its penalty and temperature by leave-one-out, so val is "
+        "not needed, and val figures become in-sample). Networks always train on train and pick checkpoints on val"
+    )
 
     @field_validator("num_workers")
     @classmethod
@@ -163,6 +176,17 @@ class LossConfig(_Section):
     coarse_weight: float = Field(
         0.25, ge=0, description="weight of every rank coarser than the finest in the summed loss (the finest weighs "
         "1); 0.25 measured best on plankton, 1 = plain sum, 0 = finest rank only")
+    class_weights: Literal["none", "inverse", "sqrt_inverse"] = Field(
+        "none", description="weight each record's loss at a rank by the inverse (or inverse square root) of its "
+        "class's train count, normalised to a mean of 1 over the train records and capped at loss.class_weight_cap"
+    )
+    class_weight_cap: float = Field(10.0, ge=1, description="largest class weight (Linnaeus's capping): a class of 3 "
+                                    "images is not worth 500 of a common one")
+    logit_adjustment: Literal["none", "train", "predict"] = Field(
+        "none", description="logit adjustment for the class prior (Menon et al. 2021): train = the loss sees logits + "
+        "tau * log(train prior); predict = evaluate/predict/export subtract tau * log(train prior) from the logits"
+    )
+    logit_adjustment_tau: float = Field(1.0, gt=0, description="tau of loss.logit_adjustment")
     weighting: Literal["static", "gradnorm"] = Field(
         "static", description="rank weights: fixed (rank_weights) or learnt by GradNorm (Chen et al. 2018)"
     )
@@ -189,6 +213,9 @@ class TrainerConfig(_Section):
     devices: int | str = Field("auto", description="devices to use; more than one GPU trains with DDP")
     precision: str = Field("auto", description="auto = bf16/16 mixed precision on GPU, 32 on CPU; or a Lightning "
                            "value: " + ", ".join(LIGHTNING_PRECISIONS))
+    calibrate: bool = Field(False, description="after training, fit one softmax temperature per rank on the val split "
+                            "so that confidences (and roll-up thresholds) mean what they say; evaluate, predict and "
+                            "export use it. `taxotrain calibrate RUN` does the same for a finished run")
     ema: bool = Field(False, description="keep an exponential moving average of the weights; val, checkpoints and "
                       "predictions use it")
     ema_decay: float = Field(0.998, gt=0, lt=1, description="EMA decay per step (0.998 ~ averages the last 500 steps)")

@@ -2,7 +2,8 @@
 
 The loss returns named parts (``loss``, ``<rank>/loss``) so the training loop never needs to know what a rank is.
 Options: uniform or taxonomy-aware label smoothing (mass to relatives by closeness in the tree), mixup partners
-(``lam * L(y) + (1 - lam) * L(y_partner)``), static rank weights or GradNorm.
+(``lam * L(y) + (1 - lam) * L(y_partner)``), static rank weights or GradNorm, and for imbalanced classes capped
+inverse-frequency class weights and the logit-adjusted loss (Menon et al. 2021: logits + tau * log prior).
 """
 
 from __future__ import annotations
@@ -29,6 +30,21 @@ def taxonomic_targets(taxonomy: Taxonomy, rank: int, eps: float, decay: float) -
     return torch.from_numpy((1 - eps) * np.eye(n) + eps * w).float()
 
 
+def class_weights(counts: np.ndarray, power: float, cap: float) -> torch.Tensor:
+    """Per class ``count ** -power`` (1: inverse frequency, 0.5: its square root), scaled so that the train records'
+    mean weight is 1, then capped at ``cap``; classes with no train record weigh 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    w = np.where(counts > 0, np.maximum(counts, 1.0) ** -power, 0.0)
+    w /= (w * counts).sum() / max(counts.sum(), 1.0)
+    return torch.from_numpy(np.minimum(w, cap)).float()
+
+
+def log_prior(counts: np.ndarray) -> torch.Tensor:
+    """Per class the log of its share of the train records (a class with none counts as one record, not -inf)."""
+    counts = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
+    return torch.from_numpy(np.log(counts / counts.sum())).float()
+
+
 def resolve_rank_weights(cfg: LossConfig, ranks: list[str]) -> dict[str, float]:
     """Weight of each rank in the summed loss: ``coarse_weight`` for every rank above the finest, 1 for the finest,
     and ``rank_weights`` over both."""
@@ -44,7 +60,8 @@ class MultiRankLoss(nn.Module):
     """Weighted sum over ranks of (smoothed) cross-entropy; records unknown at a rank do not count there."""
 
     def __init__(self, ranks: list[str], label_smoothing: float = 0.0, rank_weights: dict[str, float] | None = None,
-                 soft_targets: list[torch.Tensor] | None = None) -> None:
+                 soft_targets: list[torch.Tensor] | None = None, class_weights: list[torch.Tensor] | None = None,
+                 logit_shift: list[torch.Tensor] | None = None) -> None:
         super().__init__()
         unknown = set(rank_weights or {}) - set(ranks)
         if unknown:
@@ -57,25 +74,48 @@ class MultiRankLoss(nn.Module):
         self.soft = soft_targets is not None
         for r, t in enumerate(soft_targets or []):
             self.register_buffer(f"targets{r}", t, persistent=False)
+        self.weighted, self.shifted = class_weights is not None, logit_shift is not None
+        for r, w in enumerate(class_weights or []):  # per class: what one record of it weighs in the loss
+            self.register_buffer(f"class_weights{r}", w, persistent=False)
+        for r, s in enumerate(logit_shift or []):  # per class: added to the logits (logit-adjusted loss)
+            self.register_buffer(f"logit_shift{r}", s, persistent=False)
 
     @classmethod
-    def from_config(cls, cfg: LossConfig, taxonomy: Taxonomy) -> MultiRankLoss:
-        """Build from the ``loss`` config section."""
+    def from_config(cls, cfg: LossConfig, taxonomy: Taxonomy,
+                    class_counts: list[np.ndarray] | None = None) -> MultiRankLoss:
+        """Build from the ``loss`` config section; ``class_counts`` (train records per class at each rank) are
+        needed by ``class_weights`` and ``logit_adjustment: train``."""
         soft = None
         if cfg.smoothing == "taxonomic":
             soft = [taxonomic_targets(taxonomy, r, cfg.label_smoothing, cfg.smoothing_decay)
                     for r in range(len(taxonomy.ranks))]
-        return cls(taxonomy.ranks, cfg.label_smoothing, resolve_rank_weights(cfg, taxonomy.ranks), soft)
+        needs_counts = cfg.class_weights != "none" or cfg.logit_adjustment == "train"
+        if needs_counts and class_counts is None:
+            raise ValueError("loss.class_weights and loss.logit_adjustment need the train class counts (a task "
+                             "created from a store)")
+        weights = shift = None
+        if cfg.class_weights != "none":
+            weights = [class_weights(c, 1.0 if cfg.class_weights == "inverse" else 0.5, cfg.class_weight_cap)
+                       for c in class_counts]  # type: ignore[union-attr]
+        if cfg.logit_adjustment == "train":
+            shift = [cfg.logit_adjustment_tau * log_prior(c) for c in class_counts]  # type: ignore[union-attr]
+        return cls(taxonomy.ranks, cfg.label_smoothing, resolve_rank_weights(cfg, taxonomy.ranks), soft, weights,
+                   shift)
 
     def _one(self, r: int, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         known = y != NULL
         if not known.any():  # keep the graph connected so DDP sees a gradient for every head
             return logits.sum() * 0.0
         logits, y = logits[known].float(), y[known]
+        if self.shifted:
+            logits = logits + getattr(self, f"logit_shift{r}")
         if self.soft:
-            target = getattr(self, f"targets{r}")[y]
-            return -(target * F.log_softmax(logits, -1)).sum(-1).mean()
-        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+            per_record = -(getattr(self, f"targets{r}")[y] * F.log_softmax(logits, -1)).sum(-1)
+        else:
+            per_record = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing, reduction="none")
+        if self.weighted:  # weights average 1 over the train split: the mean stays the weighted risk's estimate
+            per_record = per_record * getattr(self, f"class_weights{r}")[y]
+        return per_record.mean()
 
     def rank_losses(self, logits: dict[str, torch.Tensor], targets: torch.Tensor, partner: torch.Tensor | None = None,
                     lam: float = 1.0) -> list[torch.Tensor]:

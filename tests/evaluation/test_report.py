@@ -23,7 +23,7 @@ from PIL import Image
 from taxotrain.cli import main
 from taxotrain.data.store import Store
 from taxotrain.evaluation.metrics import confusion, reliability
-from taxotrain.evaluation.plots import confusion_figure, curve_figures
+from taxotrain.evaluation.plots import confusion_figure, curve_figures, recall_by_frequency_figure
 from taxotrain.taxonomy import Taxonomy
 
 
@@ -49,14 +49,19 @@ def test_evaluate_writes_sane_report(trained_run: Path, plankton_store: Path) ->
     with (trained_run / "per_class.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == sum(store.taxonomy.num_classes)
-    for rank in store.ranks:
+    for r, rank in enumerate(store.ranks):
         assert sum(int(x["support"]) for x in rows if x["rank"] == rank) == metrics["ranks"][rank]["n"]
+        # each class's train records, as training saw them: the report's recall-against-frequency plot uses them
+        train = store.labels[store.splits["train"], r]
+        assert {x["class"]: int(x["train_count"]) for x in rows if x["rank"] == rank} == {
+            name: int((train == i).sum()) for i, name in enumerate(store.taxonomy.names[r])}
 
     html = (trained_run / "report.html").read_text()
     linked = [x for x in re.findall(r'(?:src|href)="([^"]+)"', html) if not x.startswith(("data:", "#"))]
     for rank in store.ranks:
         assert f"confusion_{rank}.png" in linked
     assert "curves_loss.png" in linked and "curves_accuracy.png" in linked and "reliability.png" in linked
+    assert "recall_by_frequency.png" in linked and "<th>train records</th>" in html
     for name in linked:
         assert (trained_run / name).is_file(), f"report links a missing file: {name}"
     with Image.open(trained_run / "confusion_class.png") as im:
@@ -237,11 +242,12 @@ def test_per_class_tables_are_sortable_and_complete(evaluated: tuple[Path, Taxon
     tables = re.findall(r'<table class="sortable per-class">.*?<tbody>(.*?)</tbody>', page, re.S)
     assert len(tables) == len(taxonomy.ranks)
     with (run / "per_class.csv").open(newline="") as fh:
-        support = {(r["rank"], r["class"]): r["support"] for r in csv.DictReader(fh)}
+        support = {(r["rank"], r["class"]): (r["support"], r["train_count"]) for r in csv.DictReader(fh)}
     for rank, body in zip(reversed(taxonomy.ranks), tables, strict=True):  # finest rank first
-        rows = re.findall(r'<tr><td class="name">([^<]+)</td>.*?<td data-v="(\d+)">\d+</td><td class="name">', body)
+        rows = re.findall(r'<tr><td class="name">([^<]+)</td>.*?<td data-v="(\d+)">\d+</td>'
+                          r'<td data-v="(\d+)">\d+</td><td class="name">', body)
         assert len(rows) == len(taxonomy.names[taxonomy.ranks.index(rank)])
-        assert all(support[rank, name] == n for name, n in rows)
+        assert all(support[rank, name] == (n, train) for name, n, train in rows)
     assert 'querySelectorAll("table.sortable th")' in page
 
 
@@ -320,3 +326,18 @@ def test_curve_figures_fit(tmp_path: Path) -> None:
         for t in _texts(fig):
             assert _inside(t.get_window_extent(fig.canvas.get_renderer()), fig.bbox), f"clipped: {t.get_text()!r}"
         plt.close(fig)
+
+
+def test_recall_by_frequency_figure_fits_and_draws_every_class_with_a_test_record() -> None:
+    rng = np.random.default_rng(0)
+    counts = np.round(np.exp(rng.uniform(np.log(6), np.log(1622), 121))).astype(int)  # plankton's range
+    rows = [{"rank": "class", "class": f"c{i}", "recall": float(rng.uniform()), "support": int(i % 7),
+             "train_count": int(n)} for i, n in enumerate(counts)]
+    fig = recall_by_frequency_figure(rows, ["class"])
+    fig.canvas.draw()
+    for t in _texts(fig):
+        assert _inside(t.get_window_extent(fig.canvas.get_renderer()), fig.bbox), f"clipped: {t.get_text()!r}"
+    dots = fig.axes[0].collections[0].get_offsets()
+    assert len(dots) == sum(r["support"] > 0 for r in rows)  # a class with no test record has no recall
+    assert fig.axes[0].get_xscale() == "log"
+    plt.close(fig)

@@ -16,7 +16,7 @@ import torch
 
 from taxotrain.cli import main
 from taxotrain.config import load_config
-from taxotrain.data.dataset import hide_labels
+from taxotrain.data.dataset import hide_labels, stack_dataset
 from taxotrain.data.signals import ucr_folder
 from taxotrain.data.store import Store
 from taxotrain.evaluation.report import fit_time
@@ -164,6 +164,55 @@ def test_auto_chooses_on_train_and_val_only(gunpoint_store: Path, tmp_path: Path
     again = json.loads((tmp_path / "again" / "selection.json").read_text())
     assert [(c["backbone"], c["score"]) for c in again["candidates"]] == [
         (c["backbone"], c["score"]) for c in selection["candidates"]]
+
+
+def test_fit_on_train_and_val_fits_the_val_records_too(gunpoint_store: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    store, run = Store(gunpoint_store), tmp_path / "trva"
+    n_train, n_val = len(store.splits["train"]), len(store.splits["val"])
+    assert _fit(gunpoint_store, run, "model.backbone=minirocket", "data.fit_on=train+val") == 0
+    assert "the val figures are in-sample" in capsys.readouterr().out
+    info = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["taxotrain"]
+    assert info["closed_form"]["records"] == n_train + n_val and info["closed_form"]["fit_on"] == "train+val"
+
+    # the run's model is the same model fitted by hand on the train and val series together
+    cfg = load_config(run / "config.yaml")
+    task = create_task(cfg, store=store)
+    x_train, y_train = stack_dataset(task.dataset(store, "train"))
+    x_val, y_val = stack_dataset(task.dataset(store, "val"))
+    by_hand = task.build_model(pretrained=False)
+    task.fit_closed_form(by_hand, torch.cat([x_train, x_val]), np.concatenate([y_train, y_val]))
+    x = torch.from_numpy(np.array(store.data()[store.splits["test"][:40]]))
+    with torch.no_grad():
+        np.testing.assert_allclose(load_run(run).model.eval()(input=x)["class"].softmax(-1),
+                                   by_hand.eval()(input=x)["class"].softmax(-1), atol=1e-6)
+
+    # evaluate's baselines are fitted on the same records, so the baseline of the same name is the run
+    assert main(["evaluate", str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["baseline"]["minirocket"]["train_records"] == n_train + n_val
+    assert metrics["baseline"]["minirocket"]["top1"] == pytest.approx(metrics["ranks"]["class"]["top1"])
+
+    # auto scores every labelled record by leave-one-out: no val records are held apart
+    auto = tmp_path / "auto"
+    assert _fit(gunpoint_store, auto, "model.backbone=auto", "model.candidates=[minirocket, hydra]",
+                "data.fit_on=train+val") == 0
+    rows = json.loads((auto / "selection.json").read_text())["candidates"]
+    assert all(r["train_records"] == n_train + n_val and r["val_records"] == 0 and r["val_top1"] is None
+               for r in rows)
+
+    # networks pick their checkpoint on val, and tune scores trials on it: both refuse it in one line
+    capsys.readouterr()
+    assert _fit(gunpoint_store, tmp_path / "net", "model.backbone=resnet1d", "data.fit_on=train+val") == 2
+    assert _fit(gunpoint_store, tmp_path / "net", "model.backbone=resnet1d", "data.fit_on=train+val") == 2
+    err = capsys.readouterr().err
+    assert "data.fit_on" in err and "picks its checkpoint on val" in err and err.count("\n") == 2
+    assert not (tmp_path / "net" / "checkpoints").exists()
+    space = "tune.space={model.backbone: {type: categorical, choices: [minirocket, hydra]}}"
+    assert main(["tune", f"data.store={gunpoint_store}", f"run.dir={tmp_path / 's'}", *QUIET, space,
+                 "data.fit_on=train+val"]) == 2
+    err = capsys.readouterr().err
+    assert "data.fit_on" in err and "scores the trials" in err and err.count("\n") == 1
 
 
 def test_candidates_must_be_closed_form_model_names(gunpoint_store: Path, tmp_path: Path,

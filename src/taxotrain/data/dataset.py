@@ -76,3 +76,12 @@ def hide_labels(store: Store, fractions: dict[str, float] | None, seed: int) -> 
         chosen = rng.choice(known, size=int(round(fraction * len(known))), replace=False)
         labels[chosen, r:] = NULL
     return labels
+
+
+def train_class_counts(store: Store, hidden: dict[str, float] | None, seed: int) -> list[np.ndarray]:
+    """Train records per class at each rank, with ``data.hide_labels`` applied (records unknown at a rank are not
+    counted there)."""
+    labels = hide_labels(store, hidden, seed)
+    train = (store.labels if labels is None else labels)[store.splits["train"]]
+    return [np.bincount(train[train[:, r] >= 0, r], minlength=n).astype(np.int64)
+            for r, n in enumerate(store.taxonomy.num_classes)]

@@ -255,10 +255,12 @@ def _per_class_table(inp: ReportInputs, r: int) -> str:
         f"<tr><td class=\"name\">{_e(x['class'])}</td>"
         + "".join(f"<td data-v=\"{x[k]}\">{x[k]:.3f}</td>" for k in ("precision", "recall", "f1"))
         + f"<td data-v=\"{x['support']}\">{x['support']}</td>"
+        + (f"<td data-v=\"{x['train_count']}\">{x['train_count']}</td>" if "train_count" in x else "<td>–</td>")
         + f"<td class=\"name\">{_e(names[other[i]]) if other[i] >= 0 else '–'}</td>"
         + f"<td data-v=\"{times[i]}\">{times[i]}</td></tr>" for i, x in enumerate(rows))
     return ("<div class=\"scroll\"><table class=\"sortable per-class\"><thead><tr><th class=\"name\">class</th>"
-            "<th>precision</th><th>recall</th><th>F1</th><th>support</th><th class=\"name\">most often predicted "
+            "<th>precision</th><th>recall</th><th>F1</th><th>support</th><th>train records</th>"
+            "<th class=\"name\">most often predicted "
             f"as</th><th>records</th></tr></thead><tbody>{body}</tbody></table></div>")
 
 

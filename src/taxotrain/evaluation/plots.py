@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -197,6 +198,37 @@ def reliability_figure(curves: dict[str, dict[str, np.ndarray]], ece: dict[str, 
 def plot_reliability(curves: dict[str, dict[str, np.ndarray]], ece: dict[str, float | None], path: Path) -> Path:
     """Write :func:`reliability_figure` to ``path`` (PNG, ``reliability.png`` in a run folder)."""
     fig = reliability_figure(curves, ece)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def recall_by_frequency_figure(rows: list[dict[str, Any]], ranks: list[str]) -> Figure:
+    """Per rank, each class's test recall against its number of train records (log scale): are the rare classes
+    the ones missed? Classes with no test record are left out; the line is the mean recall per power of 2."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+    for rank in ranks:
+        pts = np.array([(x["train_count"], x["recall"]) for x in rows
+                        if x["rank"] == rank and x["support"] > 0 and x.get("train_count", 0) > 0], dtype=float)
+        if not len(pts):
+            continue
+        dots = ax.scatter(pts[:, 0], pts[:, 1], s=14, alpha=0.6, label=f"{rank} ({len(pts)} classes)")
+        octave = np.floor(np.log2(pts[:, 0]))
+        centres = [(2 ** (o + 0.5), pts[octave == o, 1].mean()) for o in np.unique(octave)]
+        ax.plot(*zip(*centres, strict=True), color=dots.get_facecolor()[0], alpha=0.9, linewidth=1.5)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("train records of the class (log scale)")
+    ax.set_ylabel("test recall of the class")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    _fit_text(fig, fig.suptitle("recall against training frequency: are the rare classes missed?"))
+    return fig
+
+
+def plot_recall_by_frequency(rows: list[dict[str, Any]], ranks: list[str], path: Path) -> Path:
+    """Write :func:`recall_by_frequency_figure` to ``path`` (``recall_by_frequency.png`` in a run folder)."""
+    fig = recall_by_frequency_figure(rows, ranks)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

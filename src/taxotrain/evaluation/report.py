@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
+from taxotrain.data.dataset import train_class_counts
 from taxotrain.data.store import SPLITS, Store
 from taxotrain.evaluation.hierarchy import hierarchy_metrics, record_heights
 from taxotrain.evaluation.metrics import confusion, evaluate_probs, per_rank, reliability
 from taxotrain.evaluation.mistakes import Mistake, worst_mistakes
 from taxotrain.evaluation.page import ReportInputs, render_report
-from taxotrain.evaluation.plots import plot_confusion, plot_curves, plot_reliability
+from taxotrain.evaluation.plots import plot_confusion, plot_curves, plot_recall_by_frequency, plot_reliability
 from taxotrain.files import atomic_path, write_text_atomic
 from taxotrain.inference.predict import predict_loader
 from taxotrain.run import LoadedRun, RunError, RunPaths, load_run, torch_threads
@@ -66,6 +67,11 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
         probs, labels, _ = split_probs(split)
     metrics: dict[str, Any] = {}
     metrics["ranks"], rows = evaluate_probs(probs, labels, run.taxonomy)
+    cfg = run.config
+    train_counts = train_class_counts(st, cfg.data.hide_labels, cfg.run.seed)  # as the run's training saw them
+    for row in rows:
+        r = run.taxonomy.ranks.index(row["rank"])
+        row["train_count"] = int(train_counts[r][run.taxonomy.names[r].index(row["class"])])
     decoded = decode(probs, run.taxonomy)
     metrics["hierarchy"] = hierarchy_metrics(decoded.labels, labels, probs, run.taxonomy)
     if len(st.splits["val"]):
@@ -101,6 +107,7 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
                                     for r, rank in enumerate(run.taxonomy.ranks)},
                                    {rank: m.get("ece") for rank, m in per_rank(metrics).items()},
                                    paths.root / "reliability.png"))
+    curves.append(plot_recall_by_frequency(rows, run.taxonomy.ranks, paths.root / "recall_by_frequency.png"))
     files += confusions + curves
     mistakes = _gallery(run, st, decoded.labels, labels, probs, indices)
     report = _write_html(paths, run, metrics, rows, cms, curves + confusions, mistakes)
@@ -122,7 +129,8 @@ def _write_predictions(path: Path, probs: dict[str, np.ndarray], labels: np.ndar
 
 def _write_per_class(path: Path, rows: list[dict[str, Any]]) -> Path:
     with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["rank", "class", "precision", "recall", "f1", "support"])
+        writer = csv.DictWriter(fh, fieldnames=["rank", "class", "precision", "recall", "f1", "support",
+                                                "train_count"])
         writer.writeheader()
         writer.writerows(rows)
     return path

@@ -20,11 +20,22 @@ class TaxonomicClassifier(nn.Module):
 
     input_names: tuple[str, ...] = ("input",)
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, ranks: list[str]) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, ranks: list[str], num_classes: list[int]) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.ranks = ranks
+        # outside training, each rank's logits less its prior offset (0 unless logit-adjusted: loss.logit_adjustment
+        # predict, or `taxotrain calibrate --logit-adjustment`), divided by its temperature (1 unless calibrated)
+        for r, n in enumerate(num_classes):
+            self.register_buffer(f"prior_offset{r}", torch.zeros(n))
+        self.register_buffer("temperature", torch.ones(len(ranks)))
+
+    def set_prior_offsets(self, offsets: list[torch.Tensor]) -> None:
+        """Per rank, what to subtract from each class's logit outside training (``tau * log prior``: post-hoc logit
+        adjustment, Menon et al. 2021). Saved with the model."""
+        for r, offset in enumerate(offsets):
+            getattr(self, f"prior_offset{r}").copy_(offset)
 
     @property
     def num_features(self) -> int:
@@ -36,8 +47,20 @@ class TaxonomicClassifier(nn.Module):
         return self.backbone(input)
 
     def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Logits per rank from an embedding."""
-        return self.head(features)
+        """Logits per rank from an embedding; outside training, less the rank's prior offsets and divided by its
+        temperature (training sees the head's raw logits)."""
+        logits = self.head(features)
+        if self.training:
+            return logits
+        return {rank: (logits[rank] - getattr(self, f"prior_offset{r}")) / self.temperature[r]
+                for r, rank in enumerate(self.ranks)}
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        # checkpoints written before these existed: not adjusted (offsets 0), not calibrated (temperature 1)
+        for name, buffer in self.named_buffers(recurse=False):
+            state_dict.setdefault(prefix + name, torch.zeros_like(buffer) if name.startswith("prior_offset")
+                                  else torch.ones_like(buffer))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]
 
     def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: A002
         return self.forward_head(self.forward_features(input))
@@ -47,4 +70,4 @@ def build_classifier(backbone: nn.Module, cfg: ModelConfig, taxonomy: Taxonomy) 
     """Put the head that ``cfg.head`` names on ``backbone`` (any module with ``num_features``)."""
     extra = {"condition": cfg.head_condition} if cfg.head == "conditional" else {}
     head = create_head(cfg.head, backbone.num_features, taxonomy, drop_rate=cfg.drop_rate, **extra)
-    return TaxonomicClassifier(backbone, head, list(taxonomy.ranks))
+    return TaxonomicClassifier(backbone, head, list(taxonomy.ranks), list(taxonomy.num_classes))

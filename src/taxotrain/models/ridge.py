@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from taxotrain.models.temperature import fit_temperature
 from taxotrain.taxonomy import Taxonomy
 
 ALPHAS = np.logspace(-3, 3, 10)
@@ -48,27 +49,6 @@ def mean_of_ranks(fitted: list[RidgeRank], labels: np.ndarray) -> RidgeRank:
                      loss, len(labels), probs)
 
 
-def _temperature(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """The softmax temperature that minimises the log loss of ``scores`` [N, K] for labels ``y`` (column indices),
-    and that loss. The targets are smoothed by 1/N: when every leave-one-out score is right (often, on a few dozen
-    series) the plain log loss falls without end as T -> 0, and N records cannot show an error rate below ~1/N."""
-    from scipy.optimize import minimize_scalar
-    from scipy.special import log_softmax
-
-    n, k = scores.shape
-    eps = 1.0 / max(n, 2)
-    target = np.full((n, k), eps / k)
-    target[np.arange(n), y] += 1.0 - eps
-
-    def loss(log_t: float) -> float:
-        return float(-(target * log_softmax(scores / np.exp(log_t), axis=1)).sum(1).mean())
-
-    best = minimize_scalar(loss, bounds=(-7.0, 5.0), method="bounded")
-    temperature = float(np.exp(best.x))
-    nll = float(-log_softmax(scores / temperature, axis=1)[np.arange(n), y].mean())
-    return temperature, nll
-
-
 def fit_ridge_rank(features: np.ndarray, labels: np.ndarray, num_classes: int) -> RidgeRank:
     """A ridge classifier for one rank: ``labels`` holds class indices, -1 where unknown (left out)."""
     from scipy.special import softmax
@@ -96,7 +76,7 @@ def fit_ridge_rank(features: np.ndarray, labels: np.ndarray, num_classes: int) -
         coef = np.concatenate([-coef / 2, coef / 2])
         intercept = np.concatenate([-intercept / 2, intercept / 2])
     column = np.searchsorted(present, y)
-    temperature, loo_loss = _temperature(loo, column)
+    temperature, loo_loss = fit_temperature(loo, column)
     weight[present] = coef / temperature
     bias[present] = intercept / temperature
     loo_probs = np.zeros((len(y), num_classes), np.float32)

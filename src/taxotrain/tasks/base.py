@@ -87,10 +87,14 @@ class Task:
     id_columns: ClassVar[tuple[str, ...]] = ("path",)  # prediction CSV columns that identify a record
     extra_columns: ClassVar[tuple[str, ...]] = ()  # prediction CSV columns an input may fill (e.g. true_class)
 
-    def __init__(self, config: Config, taxonomy: Taxonomy, spec: InputSpec) -> None:
+    def __init__(self, config: Config, taxonomy: Taxonomy, spec: InputSpec,
+                 class_counts: list[np.ndarray] | None = None) -> None:
         self.config = config
         self.taxonomy = taxonomy
         self.spec = spec
+        # train records per class at each rank, as training sees them (a new fit; None for a restored run): the
+        # class weights and logit adjustment of imbalanced data use them
+        self.class_counts = class_counts
         self._check_rank_names()
         self.objective: RankClassification = self.make_objective()
 
@@ -98,7 +102,7 @@ class Task:
         """The objective composed into this task: per-rank classification."""
         from taxotrain.tasks.classification import RankClassification
 
-        return RankClassification(self.config, self.taxonomy)
+        return RankClassification(self.config, self.taxonomy, self.class_counts)
 
     # ------------------------------------------------------------------ inputs: a subclass implements these
 
@@ -187,7 +191,8 @@ class Task:
         ranks, cfg = self.taxonomy.ranks, self.config
         named = [("mix.within", [cfg.mix.within] if cfg.mix.within else []),
                  ("loss.rank_weights", list(cfg.loss.rank_weights or {})),
-                 ("data.hide_labels", list(cfg.data.hide_labels or {}))]
+                 ("data.hide_labels", list(cfg.data.hide_labels or {})),
+                 ("data.sampler_rank", [cfg.data.sampler_rank] if cfg.data.sampler_rank else [])]
         for key, values in named:
             bad = [v for v in values if v not in ranks]
             if bad:
@@ -231,7 +236,8 @@ class Task:
     def with_backbone(self, name: str, **model_settings: Any) -> Task:
         """This task with ``model.backbone`` set to ``name`` and any other ``model.*`` settings given (same taxonomy
         and spec)."""
-        return type(self)(with_model(self.config, backbone=name, **model_settings), self.taxonomy, self.spec)
+        return type(self)(with_model(self.config, backbone=name, **model_settings), self.taxonomy, self.spec,
+                          self.class_counts)
 
     def ensemble_model(self, members: list[nn.Module]) -> nn.Module:
         """One model from trained ``members`` of this task that take the same inputs (``taxotrain ensemble``)."""
@@ -259,6 +265,28 @@ class Task:
         """Whether ``model`` is fitted in one closed-form pass over the train split (the ROCKET family) instead of
         gradient epochs; ``fit`` then calls :meth:`fit_closed_form` (``training/closed_form.py``)."""
         return bool(getattr(getattr(model, "backbone", model), "closed_form", False))
+
+    def reset_temperatures(self, model: nn.Module) -> None:
+        """Set the model's calibration temperatures back to 1 (``fit`` does before training: raw logits)."""
+        from taxotrain.models.temperature import reset_temperatures
+
+        reset_temperatures(model)
+
+    def closed_form_records(self, store: Store) -> tuple[torch.Tensor, np.ndarray]:
+        """The records a closed-form model is fitted on, stacked as validation feeds them (inputs ``[N, ...]``,
+        targets ``[N, ranks]``): the train split with ``data.hide_labels`` applied, then the val split when
+        ``data.fit_on`` is ``train+val``."""
+        import numpy as np
+        import torch
+
+        from taxotrain.data.dataset import hide_labels, stack_dataset
+
+        labels = hide_labels(store, self.config.data.hide_labels, self.config.run.seed)
+        x, targets = stack_dataset(self.dataset(store, "train", labels=labels))
+        if self.config.data.fit_on == "train+val":
+            x_val, y_val = stack_dataset(self.dataset(store, "val"))
+            x, targets = torch.cat([x, x_val]), np.concatenate([targets, y_val])
+        return x, targets
 
     def fit_closed_form(self, model: nn.Module, x: torch.Tensor, targets: np.ndarray) -> dict[str, Any]:
         """Fit a closed-form ``model`` on the train split's inputs ``x`` (as validation feeds them) and ``targets``;
@@ -346,15 +374,18 @@ def create_task(config: Config, taxonomy: Taxonomy | None = None, spec: InputSpe
         >>> model = task.build_model()  # doctest: +SKIP
     """
     cls = get_task(config.task)
+    counts = None
     if store is not None:
+        from taxotrain.data.dataset import train_class_counts
         from taxotrain.stages import expand_stages
 
         cls.check_store(store)
         spec = spec or cls.spec_from_store(config, store, stages or expand_stages(config))
         taxonomy = taxonomy or store.taxonomy
+        counts = train_class_counts(store, config.data.hide_labels, config.run.seed)
     if taxonomy is None or spec is None:
         raise ValueError("create_task needs a store, or a taxonomy and a spec")
     if not isinstance(spec, cls.spec_type):
         raise ConfigError(f"task: {config.task} takes a {cls.spec_type.__name__}, got a {type(spec).__name__}; the "
                           "checkpoint was written for another task")
-    return cls(config, taxonomy, spec)
+    return cls(config, taxonomy, spec, counts)

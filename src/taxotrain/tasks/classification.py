@@ -94,17 +94,18 @@ class RankProbabilities(nn.Module):
 class RankClassification:
     """Per-rank classification: loss (smoothing, rank weights or GradNorm, mixing within a rank), metrics, decoding."""
 
-    def __init__(self, config: Config, taxonomy: Taxonomy) -> None:
+    def __init__(self, config: Config, taxonomy: Taxonomy, class_counts: list[np.ndarray] | None = None) -> None:
         self.config = config
         self.taxonomy = taxonomy
         self.ranks = list(taxonomy.ranks)
+        self.class_counts = class_counts  # train records per class at each rank (a new fit only)
 
     # The training parts are built on first use: a run restored for evaluate, predict or export never needs them, and
     # taxonomic smoothing's targets cost O(classes^2) per rank.
     @cached_property
     def loss(self) -> MultiRankLoss:
         """The per-rank loss (with its smoothing targets)."""
-        return MultiRankLoss.from_config(self.config.loss, self.taxonomy)
+        return MultiRankLoss.from_config(self.config.loss, self.taxonomy, self.class_counts)
 
     @cached_property
     def mixer(self) -> TaxonomyMixer:
@@ -118,8 +119,15 @@ class RankClassification:
         return GradNorm(len(self.ranks), cfg.gradnorm_alpha, cfg.gradnorm_lr) if cfg.weighting == "gradnorm" else None
 
     def build_model(self, backbone: nn.Module) -> TaxonomicClassifier:
-        """The head ``model.head`` names on ``backbone``: logits per rank."""
-        return build_classifier(backbone, self.config.model, self.taxonomy)
+        """The head ``model.head`` names on ``backbone``: logits per rank (with ``loss.logit_adjustment: predict``,
+        less ``tau * log prior`` outside training: the train prior for a new fit, the saved one for a restored run)."""
+        model = build_classifier(backbone, self.config.model, self.taxonomy)
+        loss = self.config.loss
+        if loss.logit_adjustment == "predict" and self.class_counts is not None:  # a restored run: from its weights
+            from taxotrain.losses import log_prior
+
+            model.set_prior_offsets([loss.logit_adjustment_tau * log_prior(c) for c in self.class_counts])
+        return model
 
     def ensemble(self, members: list[nn.Module]) -> nn.Module:
         """The members' probabilities averaged at every rank."""
@@ -212,3 +220,36 @@ class RankClassification:
 def _shared_parameter(model: nn.Module) -> torch.Tensor:
     """The last weight matrix/kernel of the backbone: where GradNorm measures each rank's gradient."""
     return [p for p in model.backbone.parameters() if p.ndim > 1][-1]
+
+
+ECE_BINS = 15  # as evaluate's report
+
+
+def _ece(scores: np.ndarray, y: np.ndarray) -> float:
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    probs = torch.from_numpy(scores).softmax(-1)
+    return float(multiclass_calibration_error(probs, torch.from_numpy(y), scores.shape[1], n_bins=ECE_BINS,
+                                              norm="l1"))
+
+
+def fit_rank_temperatures(logits: dict[str, np.ndarray], targets: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per rank: the temperature of least val log loss over the records known there, and the log loss and ECE
+    before (T = 1) and after. A rank with no known val record keeps T = 1."""
+    from scipy.special import log_softmax
+
+    from taxotrain.models.temperature import fit_temperature
+
+    out = {}
+    for r, (rank, scores) in enumerate(logits.items()):
+        known = targets[:, r] != NULL
+        s, y = scores[known].astype(np.float64), targets[known, r].astype(np.int64)
+        if len(y) == 0:
+            out[rank] = {"temperature": 1.0, "records": 0, "nll_before": float("nan"), "nll_after": float("nan"),
+                         "ece_before": float("nan"), "ece_after": float("nan")}
+            continue
+        temperature, nll = fit_temperature(s, y)
+        out[rank] = {"temperature": temperature, "records": int(len(y)),
+                     "nll_before": float(-log_softmax(s, axis=1)[np.arange(len(y)), y].mean()), "nll_after": nll,
+                     "ece_before": _ece(s, y), "ece_after": _ece(s / temperature, y)}
+    return out

@@ -178,21 +178,21 @@ class SignalClassification(Task):
         return {"length": self.spec.length}
 
     def baselines(self, store: Store, split: str) -> dict[str, dict[str, Any]]:
-        """Every ROCKET-family model, fitted as ``fit`` fits it (its transform and a ridge per rank on the store's
-        train split, with the run's hidden labels) under linear heads whatever the run's head, and scored on
-        ``split`` at the finest rank with the seconds its fit and prediction took; then their mean. A model that
-        cannot take the store (too short series, a ridge too large for memory) is left out with the reason."""
+        """Every ROCKET-family model, fitted as ``fit`` fits it (its transform and a ridge per rank on the records
+        the run's ``data.fit_on`` names, with the run's hidden labels) under linear heads whatever the run's head,
+        and scored on ``split`` at the finest rank with the seconds its fit and prediction took; then their mean. A
+        model that cannot take the store (too short series, a ridge too large for memory) is left out with the
+        reason."""
         import time
 
         import numpy as np
         import torch
 
-        from taxotrain.data.dataset import hide_labels, stack_dataset
+        from taxotrain.data.dataset import stack_dataset
         from taxotrain.models.ridge import fit_closed_form
         from taxotrain.models.rocket import DISPLAY_NAMES, RocketError, list_rocket_models
 
-        labels = hide_labels(store, self.config.data.hide_labels, self.config.run.seed)
-        x_train, y_train = stack_dataset(self.dataset(store, "train", labels=labels))
+        x_train, y_train = self.closed_form_records(store)
         x_test, y_test = stack_dataset(self.dataset(store, split))
         known, labelled = y_test[:, -1] >= 0, int((y_train[:, -1] >= 0).sum())
         found: dict[str, dict[str, Any]] = {}

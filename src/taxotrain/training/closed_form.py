@@ -1,9 +1,10 @@
 """Models fitted in closed form (the ROCKET family): one pass over the train split instead of gradient epochs.
 
 ``fit`` runs them through the same Lightning loop as networks, with one epoch whose training is the closed-form fit:
-the backbone's transform and scaler are fitted on the train series, a ridge classifier per rank on their features
-(``models/ridge.py``), and the epoch's validation, ``metrics.csv``, checkpoints, loggers, early stopping and the
-tuning reporter all work as for any run. Optimiser, loss, mixing and augmentation settings are not used.
+the backbone's transform and scaler are fitted on the train series (with ``data.fit_on: train+val``, the val series
+too), a ridge classifier per rank on their features (``models/ridge.py``), and the epoch's validation,
+``metrics.csv``, checkpoints, loggers, early stopping and the tuning reporter all work as for any run. Optimiser,
+loss, mixing and augmentation settings are not used.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import numpy as np
 import torch
 
 from taxotrain.config import Config, ConfigError, candidate_names
-from taxotrain.data.dataset import stack_dataset
 from taxotrain.run import CKPT_KEY
 from taxotrain.training.module import TaskModule
 
@@ -28,8 +28,14 @@ def check_closed_form_config(cfg: Config) -> None:
     refused = {"model.head": (cfg.model.head != "linear", "its head is a ridge classifier per rank (model.head: "
                               "linear)"),
                "trainer.ema": (cfg.trainer.ema, "there are no gradient steps to average"),
+               "trainer.calibrate": (cfg.trainer.calibrate, "its ridge heads fit their temperature on leave-one-out "
+                                     "scores already"),
                "loss.weighting": (cfg.loss.weighting == "gradnorm", "GradNorm weighs gradients"),
                "mix.mixup_alpha": (cfg.mix.mixup_alpha > 0, "mixing applies to gradient training"),
+               "data.sampler": (cfg.data.sampler != "shuffle", "the fit sees every train record once"),
+               "loss.class_weights": (cfg.loss.class_weights != "none", "the ridge has no loss to weigh"),
+               "loss.logit_adjustment": (cfg.loss.logit_adjustment == "train", "the ridge has no loss to adjust "
+                                         "(loss.logit_adjustment: predict works)"),
                "mix.cutmix_alpha": (cfg.mix.cutmix_alpha > 0, "mixing applies to gradient training"),
                "model.drop_rate": (cfg.model.drop_rate > 0, "dropout applies to gradient training"),
                "trainer.compile": (cfg.trainer.compile, "its transform is aeon's (numba), not a torch graph")}
@@ -63,20 +69,24 @@ class ClosedFormModule(TaskModule):
         if _is_fitted(self.model):  # resumed after the fit: nothing left to fit
             return
         t0 = time.time()
-        # the train split as validation sees it (standardised, not augmented), with data.hide_labels applied
-        x, targets = stack_dataset(self.trainer.datamodule.dataset("train", train=False))
+        # the train split (and val with data.fit_on: train+val) as validation sees it: standardised, not augmented
+        x, targets = self.task.closed_form_records(self.trainer.datamodule.store)
         fitted = {rank: {k: v for k, v in f.items() if k != "loo_probs"}  # plain values for the checkpoint
                   for rank, f in self.task.fit_closed_form(self.model, x, targets).items()}
         self.loo_loss = float(np.nansum([f["loo_loss"] for f in fitted.values()]))
-        self.fit_summary = {"seconds": round(time.time() - t0, 2), "records": len(x),
+        self.fit_summary = {"seconds": round(time.time() - t0, 2), "records": len(x), "fit_on": self.config.data.fit_on,
                             "features": int(self.model.num_features), "ranks": fitted}
         members = getattr(self.model, "members", None)
         what = (f"the mean of {len(members)} models ({', '.join(candidate_names(self.config))})" if members is not None
                 else self.config.model.backbone)
-        print(f"fitted {what} in {self.fit_summary['seconds']:.1f} s on {len(x)} train records "
+        print(f"fitted {what} in {self.fit_summary['seconds']:.1f} s on {len(x)} {self.config.data.fit_on} records "
               f"({self.model.num_features:,} features); per rank: " + "; ".join(
                   (f"{rank} alpha {f['alpha']:.3g}, " if members is None else f"{rank} ")
                   + f"leave-one-out top-1 {f['loo_top1']:.3f}" for rank, f in fitted.items()), flush=True)
+        if self.config.data.fit_on == "train+val":
+            print(f"data.fit_on: train+val: the fit saw the {len(self.trainer.datamodule.store.splits['val'])} val "
+                  "records, so the val figures are in-sample; the leave-one-out top-1 above is the honest estimate",
+                  flush=True)
 
     @property
     def train_loss_mean(self) -> float:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -38,6 +39,26 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+class EpochWeightedSampler(EpochShuffleSampler):
+    """``n`` draws with replacement, each record with probability proportional to its weight, fixed by
+    ``(seed, epoch)``: class-balanced or square-root sampling (``data.sampler``)."""
+
+    def __init__(self, weights: torch.Tensor, seed: int) -> None:
+        super().__init__(len(weights), seed)
+        self.weights = weights.double()
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.multinomial(self.weights, self.n, replacement=True, generator=g)[self.skip :].tolist())
+
+
+def sampling_weights(labels: np.ndarray, power: float) -> torch.Tensor:
+    """Per record ``1 / count(its class) ** power`` (``labels``: one rank's class per record, -1 unknown; the
+    unknown records are one group): each class is then drawn in proportion to ``count ** (1 - power)``."""
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return torch.from_numpy(counts[inverse].astype(np.float64) ** -power)
 
 
 def drops_last_batch(records: int, batch: int) -> bool:
@@ -130,10 +151,21 @@ class TaskDataModule(L.LightningDataModule):
             print(f"training leaves out the last {len(ds) % batch} of {len(ds)} records each epoch (a different "
                   f"{len(ds) % batch} each time, as the order is reshuffled): a batch that small disturbs batch "
                   f"norm. A data.batch_size that divides {len(ds)} trains on all of them", flush=True)
-        loader = ResumableLoader(**self._loader(ds, batch, EpochShuffleSampler(len(ds), self.cfg.run.seed), drop_last),
+        loader = ResumableLoader(**self._loader(ds, batch, self._train_sampler(len(ds)), drop_last),
                                  resume_point=self.resume_point)
         self._train = (stage.index, loader)
         return loader
+
+    def _train_sampler(self, n: int) -> EpochShuffleSampler:
+        """Every record once per epoch in a fresh order, or ``data.sampler``'s weighted draws at its rank."""
+        cfg = self.cfg.data
+        if cfg.sampler == "shuffle":
+            return EpochShuffleSampler(n, self.cfg.run.seed)
+        rank = self.task.taxonomy.ranks.index(cfg.sampler_rank or self.task.taxonomy.finest)
+        labels = hide_labels(self.store, cfg.hide_labels, self.cfg.run.seed)
+        labels = (self.store.labels if labels is None else labels)[self.store.splits["train"], rank]
+        return EpochWeightedSampler(sampling_weights(labels, 1.0 if cfg.sampler == "balanced" else 0.5),
+                                    self.cfg.run.seed)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(**self._loader(self.dataset("val"), self.cfg.data.batch_size * 2, None, False))

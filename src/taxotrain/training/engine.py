@@ -54,8 +54,8 @@ def resolve_precision(cfg: Config) -> str:
 
 # what may differ between a run and its resume: where it lives and runs, how it logs; everything else shapes it
 RESUME_MAY_CHANGE = ("run.dir", "run.name", "data.store", "data.num_workers", "trainer.accelerator",
-                     "trainer.devices", "trainer.precision", "trainer.cpu_threads", "trainer.progress",
-                     "trainer.log_every_n_steps", "trainer.compile", "trainer.compile_backend",
+                     "trainer.devices", "trainer.precision", "trainer.calibrate", "trainer.cpu_threads",
+                     "trainer.progress", "trainer.log_every_n_steps", "trainer.compile", "trainer.compile_backend",
                      "trainer.early_stopping_patience", "logging.", "tune.", "prepare.")
 
 
@@ -195,6 +195,10 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     closed_form = task.fits_in_closed_form(model)
     if closed_form:
         check_closed_form_config(cfg)
+    elif cfg.data.fit_on != "train":
+        raise ConfigError(f"'data.fit_on: {cfg.data.fit_on}' is for models fitted in closed form (the ROCKET family, "
+                          f"mean, auto); {cfg.model.backbone} trains by gradient and picks its checkpoint on val. "
+                          "Remove it")
     dm = TaskDataModule(task, store, stages, closed_form=closed_form)
     module = (ClosedFormModule if closed_form else TaskModule)(
         task, model, stages, monitor=monitor,
@@ -259,6 +263,11 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
             print(f"taxotrain fit: {exc}; saved {paths.last}. Resume with: taxotrain fit --resume auto "
                   f"run.dir={shlex.quote(str(paths.root))}", file=sys.stderr, flush=True)
             raise KeyboardInterrupt from exc
+    if cfg.trainer.calibrate:
+        from taxotrain.training.calibration import calibrate_run
+
+        print(calibrate_run(paths.root, store=store.path, batch_size=cfg.data.batch_size * 2,
+                            threads=cfg.trainer.cpu_threads).summary(), flush=True)
     score = checkpoint.best_model_score
     return FitResult(paths.root, paths.best, monitor, float(score) if score is not None else None,
                      trainer.current_epoch, time.time() - t0)

@@ -76,6 +76,9 @@ class TaskModule(L.LightningModule):
         self._train_batches += 1
         return out.loss
 
+    def on_fit_start(self) -> None:
+        self.task.reset_temperatures(self.model)  # a calibrated run resumed: training sees raw logits
+
     def on_train_epoch_start(self) -> None:
         self._train_loss_sum, self._train_batches = 0.0, 0
 

@@ -4,7 +4,8 @@ Every candidate (the task's closed-form models, e.g. the ROCKET family, or ``mod
 train split, and so is ``mean``, the mean of their probabilities. Each is scored by its top-1 at the finest rank on
 the train records left out one at a time (exact leave-one-out of the ridge heads; for ``mean`` the mean of the
 members' leave-one-out probabilities) pooled with the val records: a few dozen train series say more than the 5 val
-series a small UCR set keeps, and neither is test. The best score wins; ties go to ``mean``, then to the earlier
+series a small UCR set keeps, and neither is test. With ``data.fit_on: train+val`` the val records are fitted on and
+scored by leave-one-out like the train records. The best score wins; ties go to ``mean``, then to the earlier
 candidate (chosen on resamples of the official train splits, never test: docs/results.md). ``selection.json`` in
 the run folder keeps every score and fit time, and ``fit`` then trains the winner as the run's model.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from taxotrain.config import MEAN, Config, ConfigError, candidate_names, with_model
-from taxotrain.data.dataset import hide_labels, stack_dataset
+from taxotrain.data.dataset import stack_dataset
 from taxotrain.data.store import Store
 from taxotrain.files import write_text_atomic
 from taxotrain.run_folder import RunPaths
@@ -44,8 +45,10 @@ def _fit_candidate(cfg: Config, store: Store, name: str, train: tuple[torch.Tens
         raise ConfigError(f"bad value for 'model.candidates': {name!r} is trained by gradient, not in closed form; "
                           "compare networks with `taxotrain tune` and a categorical model.backbone")
     fitted = task.fit_closed_form(model, *train)[task.taxonomy.finest]
-    with torch.no_grad():
-        val_probs = model.eval()(input=val[0])[task.taxonomy.finest].softmax(-1).numpy()
+    val_probs = np.zeros((0, fitted["loo_probs"].shape[1]), dtype=np.float32)
+    if len(val[0]):  # none with data.fit_on: train+val
+        with torch.no_grad():
+            val_probs = model.eval()(input=val[0])[task.taxonomy.finest].softmax(-1).numpy()
     return {"loo_probs": fitted["loo_probs"], "val_probs": val_probs, "seconds": time.time() - t0}
 
 
@@ -54,7 +57,7 @@ def _row(name: str, loo: np.ndarray, loo_labels: np.ndarray, val: np.ndarray, va
     loo_right, val_right = int((loo.argmax(1) == loo_labels).sum()), int((val.argmax(1) == val_labels).sum())
     return {"backbone": name, "score": (loo_right + val_right) / max(1, len(loo_labels) + len(val_labels)),
             "loo_top1": loo_right / max(1, len(loo_labels)), "train_records": len(loo_labels),
-            "val_top1": val_right / max(1, len(val_labels)), "val_records": len(val_labels),
+            "val_top1": val_right / len(val_labels) if len(val_labels) else None, "val_records": len(val_labels),
             "seconds": round(seconds, 2)}
 
 
@@ -63,9 +66,11 @@ def _scores(cfg: Config, store: Store) -> list[dict[str, Any]]:
     names = candidates_of(cfg)[1:]
     # the splits as every candidate sees them (its inputs do not depend on the model): read once
     task = create_task(with_model(cfg, backbone=names[0]), store=store)
-    x, targets = stack_dataset(task.dataset(store, "train", labels=hide_labels(store, cfg.data.hide_labels,
-                                                                                cfg.run.seed)))
-    x_val, y_val = stack_dataset(task.dataset(store, "val"))
+    x, targets = task.closed_form_records(store)
+    if cfg.data.fit_on == "train+val":  # val is fitted on: every labelled record is scored by leave-one-out
+        x_val, y_val = x[:0], targets[:0]
+    else:
+        x_val, y_val = stack_dataset(task.dataset(store, "val"))
     known = y_val[:, -1] >= 0
     loo_labels, val_labels = targets[targets[:, -1] >= 0, -1], y_val[known, -1]
     fitted = {name: _fit_candidate(cfg, store, name, (x, targets), (x_val[known], val_labels)) for name in names}
@@ -93,7 +98,7 @@ def select_backbone(cfg: Config, store: Store, paths: RunPaths) -> Config:
                  "go to the earlier row (mean first)", "members_of_mean": candidates_of(cfg)[1:], "candidates": rows}
     write_text_atomic(paths.selection, json.dumps(selection, indent=2) + "\n")
     print("model.backbone: auto: " + "; ".join(
-        f"{r['backbone']} {r['score']:.3f} (leave-one-out {r['loo_top1']:.3f} on {r['train_records']}, val "
-        f"{r['val_top1']:.3f} on {r['val_records']}, {r['seconds']:.0f} s)" for r in rows) + f" -> {chosen}",
-        flush=True)
+        f"{r['backbone']} {r['score']:.3f} (leave-one-out {r['loo_top1']:.3f} on {r['train_records']}"
+        + (f", val {r['val_top1']:.3f} on {r['val_records']}" if r["val_records"] else "")
+        + f", {r['seconds']:.0f} s)" for r in rows) + f" -> {chosen}", flush=True)
     return with_model(cfg, backbone=chosen)

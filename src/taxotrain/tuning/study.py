@@ -311,6 +311,9 @@ def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
     if not Path(cfg.data.store).is_file():
         raise ConfigError(f"data.store {cfg.data.store} not found; write it with `taxotrain prepare`")
     _check_against_store(cfg)
+    if cfg.data.fit_on != "train":
+        raise ConfigError(f"'data.fit_on: {cfg.data.fit_on}' would fit every trial on val, which scores the trials; "
+                          "tune with data.fit_on=train, then fit the best setting with train+val")
     study_dir = Path(cfg.run.dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     logfile = study_dir / "tune.log"
