@@ -30,12 +30,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("source", nargs="?", type=Path, help="folder of class folders (or use --manifest); for signals: a "
                    "Capfinder CSV or folder of them, a .ts file or UCR folder (<Name>_TRAIN.ts/_TEST.ts), .npz, X.npy")
     s.add_argument("--manifest", type=Path, help="CSV with a filepath column (relative to it) and rank columns")
+    s.add_argument("--ecotaxa", type=Path, metavar="EXPORT.tsv", help="an EcoTaxa export: the finest rank is the "
+                   "annotation category, coarser ranks the hierarchy's next levels up; grouped by sample_id; file "
+                   "names relative to SOURCE if given, else to the TSV (docs/data.md)")
+    s.add_argument("--coco-ct", type=Path, metavar="FILE.json", help="COCO Camera Traps JSON: the category is the "
+                   "finest rank (--taxonomy for the others); grouped by location; file names relative to SOURCE if "
+                   "given, else to the JSON")
     s.add_argument("--taxonomy", type=Path, help="CSV with one column per rank; the finest matches the folder names")
     s.add_argument("--ranks", help="rank columns coarse to fine, comma-separated, e.g. family,genus,species")
     s.add_argument("--out", type=Path, required=True, help="store to write, e.g. plankton.h5")
     s.add_argument("--val", type=float, help="validation fraction (default 0.1; for signals, prepare.val of --config)")
     s.add_argument("--test", type=float, help="test fraction (default 0.1); ignored with an official test split")
     s.add_argument("--seed", type=int, help="split (and downsampling) seed (default 0)")
+    s.add_argument("--group-by", metavar="COLUMN", help="images from a manifest or export: keep the records that "
+                   "share this column's value (site, cruise, observation id, date) inside one split, stratified as "
+                   "far as the groups allow; 'none' turns off an importer's default group")
+    s.add_argument("--dedupe", action="store_true", help="images: keep only the first of each set of exact or "
+                   "near-duplicate images (perceptual hash); every prepare lists the pairs that straddle splits in "
+                   "<stem>.leaks.csv")
+    s.add_argument("--near-distance", type=int, default=24, metavar="BITS", help="images: how many of the 256 bits "
+                   "of their perceptual hashes two near-duplicates may differ in (default 24; docs/data.md)")
     s.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists (runs trained on the old "
                    "store can then no longer be evaluated on it)")
@@ -189,6 +203,8 @@ def _prepare_signals(args: argparse.Namespace) -> None:
     from taxotrain.data.ingest import IngestError
     from taxotrain.data.prepare_signals import prepare_signals
 
+    if args.group_by:
+        raise IngestError("--group-by reads a column of an image manifest; signal sources have no group column")
     if args.source is None:
         raise IngestError("give the signal source: a Capfinder CSV or folder of them, a .ts file or UCR folder, "
                           "or a .npz / X.npy file")
@@ -203,7 +219,9 @@ def _prepare_images(args: argparse.Namespace) -> None:
     ranks = _resolve_ranks(args.ranks, args.manifest or args.taxonomy)
     result = prepare_images(args.source, args.out, ranks, taxonomy=args.taxonomy, manifest=args.manifest,
                             val=0.1 if args.val is None else args.val, test=0.1 if args.test is None else args.test,
-                            seed=args.seed or 0, workers=args.workers, overwrite=args.overwrite)
+                            seed=args.seed or 0, workers=args.workers, overwrite=args.overwrite,
+                            group_by=args.group_by, dedupe=args.dedupe, ecotaxa=args.ecotaxa, coco_ct=args.coco_ct,
+                            near_distance=args.near_distance)
     _report(result)
 
 
@@ -216,7 +234,8 @@ def _report(result: object) -> None:
 def _cmd_prepare(args: argparse.Namespace) -> None:
     from taxotrain.data.signals import source_kind
 
-    kind = source_kind(args.source, args.manifest) if args.task == "auto" else args.task
+    table = args.manifest or args.ecotaxa or args.coco_ct
+    kind = source_kind(args.source, table) if args.task == "auto" else args.task
     {IMAGE_KIND: _prepare_images, SIGNAL_KIND: _prepare_signals}[kind](args)
 
 

@@ -18,6 +18,7 @@ from taxotrain_runtime.images import find_images as runtime_find_images
 __all__ = ["IMAGE_SUFFIXES", "IngestError", "find_images", "from_folder", "from_manifest"]
 
 PATH_COLUMN = "filepath"
+SKIP_COLUMN = "\0skip"  # set by an importer on a row it cannot use: the reason, listed in the report
 
 
 class IngestError(TaxotrainError):
@@ -31,6 +32,7 @@ class Record:
     path: Path
     relpath: str
     names: tuple[str | None, ...]
+    group: str | None = None  # what must not straddle splits (prepare --group-by), when given
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Ingested:
     records: list[Record]
     taxonomy: Taxonomy
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    group_by: str | None = None  # the column each record's group came from (None: no groups)
 
 
 def find_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -131,40 +134,57 @@ def from_folder(root: Path, ranks: Sequence[str], taxonomy_csv: Path | None) -> 
     return Ingested(ranks, records, taxonomy, skipped)
 
 
-def from_manifest(manifest: Path, ranks: Sequence[str], taxonomy_csv: Path | None) -> Ingested:
+def from_manifest(manifest: Path, ranks: Sequence[str], taxonomy_csv: Path | None,
+                  group_by: str | None = None) -> Ingested:
     """Records of a CSV manifest with a ``filepath`` column (relative to the manifest) and one column per rank.
 
     Rank columns missing from the manifest are taken from ``taxonomy_csv``; an empty cell is a null label.
+    ``group_by`` names the column whose value each record's group is (an empty cell: a group of its own).
     """
-    ranks = list(ranks)
     columns, rows = _read_csv(manifest)
-    _require_columns(manifest, columns, [PATH_COLUMN], "the path of each image, relative to the manifest")
+    return from_rows(manifest, columns, rows, ranks, taxonomy_csv, group_by)
+
+
+def from_rows(source: Path, columns: list[str], rows: list[dict[str, str]], ranks: Sequence[str],
+              taxonomy_csv: Path | None, group_by: str | None = None, first_line: int = 2,
+              base: Path | None = None) -> Ingested:
+    """Records of manifest-like ``rows`` read from ``source`` (``filepath`` relative to ``base``, default the
+    source's folder; line numbers in messages count from ``first_line``): what every tabular importer hands over."""
+    ranks = list(ranks)
+    _require_columns(source, columns, [PATH_COLUMN], "the path of each image, relative to the manifest")
+    if group_by is not None:
+        _require_columns(source, columns, [group_by], "--group-by names the column of each record's group")
     tax_rows: list[tuple[str | None, ...]] = []
     tax_sources: list[str] = []
     if taxonomy_csv is not None:
         tax_rows, tax_sources = read_taxonomy_rows(taxonomy_csv, ranks)
     else:
-        _require_columns(manifest, columns, ranks, "one column per --ranks name, or give --taxonomy FILE.csv")
+        _require_columns(source, columns, ranks, "one column per --ranks name, or give --taxonomy FILE.csv")
     if ranks[-1] not in columns:
-        raise IngestError(f"{manifest}: the finest rank column '{ranks[-1]}' is missing; its columns are: "
+        raise IngestError(f"{source}: the finest rank column '{ranks[-1]}' is missing; its columns are: "
                           f"{', '.join(columns)}")
 
-    base = manifest.parent
+    base = base or source.parent
     skipped: list[tuple[str, str]] = []
     records, label_rows, label_sources = [], [], []
     for i, row in enumerate(rows):
+        line = f"{source.name} {'line' if source.suffix != '.json' else 'image'} {i + first_line}"
         rel = row.get(PATH_COLUMN, "")
         names = tuple(row.get(r) or None for r in ranks)
         if not rel:
-            skipped.append((f"{manifest.name} line {i + 2}", "empty filepath"))
+            skipped.append((line, "empty filepath"))
+            continue
+        if row.get(SKIP_COLUMN):
+            skipped.append((rel, row[SKIP_COLUMN]))
             continue
         if all(n is None for n in names):
             skipped.append((rel, f"no label at any rank ({', '.join(ranks)})"))
             continue
         path = Path(rel) if Path(rel).is_absolute() else base / rel
-        records.append(Record(path, rel, names))
+        group = (row.get(group_by) or f"\0{line}") if group_by is not None else None  # empty: a group of its own
+        records.append(Record(path, rel, names, group))
         label_rows.append(names)
-        label_sources.append(f"{manifest.name} line {i + 2}")
+        label_sources.append(line)
     taxonomy = Taxonomy.from_rows(ranks, tax_rows + label_rows, tax_sources + label_sources)
     if tax_rows:  # cut each taxonomy row below its deepest node that the data uses: heads get no empty classes
         used = {(r, n) for row in label_rows for r, n in enumerate(row) if n is not None}
@@ -174,4 +194,4 @@ def from_manifest(manifest: Path, ranks: Sequence[str], taxonomy_csv: Path | Non
             if depth >= 0:
                 cut.append(tuple(row[: depth + 1]) + (None,) * (len(ranks) - depth - 1))
         taxonomy = Taxonomy.from_rows(ranks, cut + label_rows)
-    return Ingested(ranks, records, taxonomy, skipped)
+    return Ingested(ranks, records, taxonomy, skipped, group_by)

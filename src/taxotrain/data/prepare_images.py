@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import multiprocessing as mp
 import os
@@ -13,12 +14,14 @@ from pathlib import Path
 import numpy as np
 from rich.progress import track
 
+from taxotrain.data.duplicates import NEAR_DISTANCE, FirstOfEach, duplicate_pairs
 from taxotrain.data.ingest import Ingested, IngestError, from_folder, from_manifest
 from taxotrain.data.report import PrepareResult, refuse_existing, report_path, write_report
 from taxotrain.data.specs import IMAGE_KIND
-from taxotrain.data.split import stratified_split
+from taxotrain.data.split import class_mix_distance, grouped_split, stratified_split
 from taxotrain.data.store import StoreWriter
 from taxotrain.data.verify import Verified, verify_image
+from taxotrain.files import atomic_path
 
 COPY_CHUNK = 64 << 20
 
@@ -35,23 +38,47 @@ def prepare_images(
     workers: int = 0,
     progress: bool | None = None,
     overwrite: bool = False,
+    group_by: str | None = None,
+    dedupe: bool = False,
+    ecotaxa: Path | None = None,
+    coco_ct: Path | None = None,
+    near_distance: int = NEAR_DISTANCE,
 ) -> PrepareResult:
     """Ingest images from a class-folder tree (``source``) or a ``manifest`` CSV into the store ``out``.
 
     Every file is decoded once; unreadable ones are skipped and listed (path, reason) in ``<stem>.report.csv``
     next to the store. The store is written to a temporary file and renamed at the end, so an interrupted run
     leaves no half store. ``workers=0`` uses every CPU core. An existing ``out`` is replaced only with
-    ``overwrite``.
+    ``overwrite``. ``group_by`` (a manifest column: site, cruise, observation id, date) keeps each group's records
+    inside one split, stratified as far as the groups allow. ``ecotaxa`` (an EcoTaxa TSV export) and ``coco_ct`` (a
+    COCO Camera Traps JSON) are read by ``data/importers.py``, with ``source`` as the folder their file names are
+    relative to (default: the export's folder), grouped by sample or location unless ``group_by`` says otherwise
+    (``none``: no groups). Every prepare lists the exact and near-duplicate images that straddle splits in
+    ``<stem>.leaks.csv``; ``dedupe`` keeps only the first of each set of copies. Near means perceptual hashes at
+    most ``near_distance`` bits apart (of 256).
     """
     refuse_existing(Path(out), overwrite)
-    if manifest is not None:
-        ingested = from_manifest(manifest, ranks, taxonomy)
+    if sum(x is not None for x in (manifest, ecotaxa, coco_ct)) > 1:
+        raise IngestError("give one of --manifest, --ecotaxa and --coco-ct")
+    if ecotaxa is not None or coco_ct is not None:
+        from taxotrain.data.importers import from_coco_ct, from_ecotaxa
+
+        origin = ecotaxa or coco_ct
+        read = from_ecotaxa if ecotaxa is not None else from_coco_ct
+        ingested = read(origin, ranks, taxonomy, group_by, images=source)
+    elif manifest is not None:
+        ingested = from_manifest(manifest, ranks, taxonomy, None if group_by == "none" else group_by)
         origin = manifest
+    elif group_by not in (None, "none"):
+        raise IngestError(f"--group-by {group_by} reads a column of a manifest; give --manifest FILE.csv with a "
+                          f"'{group_by}' column")
     elif source is not None:
         ingested = from_folder(source, ranks, taxonomy)
         origin = source
     else:
-        raise IngestError("give a folder of class folders or --manifest FILE.csv")
+        raise IngestError("give a folder of class folders, --manifest FILE.csv, --ecotaxa EXPORT.tsv or --coco-ct "
+                          "FILE.json")
+    group_by = ingested.group_by
     if not 0 <= val < 1 or not 0 <= test < 1 or val + test >= 1:
         raise IngestError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to less than 1")
     out = Path(out)
@@ -59,18 +86,35 @@ def prepare_images(
     show = sys.stderr.isatty() if progress is None else progress
     spool = out.with_name(f".{out.name}.{os.getpid()}.bytes.tmp")
     try:
-        kept, skipped = _verify_all(ingested, spool, workers, show)
+        kept, skipped = _verify_all(ingested, spool, workers, show, near_distance if dedupe else None)
         if not kept:
             raise IngestError(f"no readable image in {origin}; see the reasons in {report_path(out)}")
         labels = np.stack([ingested.taxonomy.encode(ingested.records[i].names) for i, _ in kept])
-        splits, too_small = stratified_split(labels, val, test, seed)
-        _write_store(out, spool, ingested, kept, labels, splits, origin, seed, val, test)
+        if group_by is None:
+            splits, too_small = stratified_split(labels, val, test, seed)
+        else:
+            splits, too_small = grouped_split(labels, [ingested.records[i].group for i, _ in kept], val, test,
+                                              seed), []
+        distance = class_mix_distance(labels, splits)
+        grouping = {"group_by": group_by, "class_mix_distance": json.dumps(distance)}
+        _write_store(out, spool, ingested, kept, labels, splits, origin, seed, val, test, grouping)
         write_report(report_path(out), ingested.skipped + skipped)
+        leaks = write_leaks(leaks_path(out), kept, splits, [ingested.records[i].relpath for i, _ in kept],
+                            near_distance)
     finally:
         spool.unlink(missing_ok=True)
     classes = dict(zip(ingested.ranks, ingested.taxonomy.num_classes, strict=True))
+    parts = []
+    if group_by is not None:
+        n_groups = len({ingested.records[i].group for i, _ in kept})
+        parts.append(f"{n_groups} groups by '{group_by}', each inside one split; class mix distance from the whole "
+                     "(total variation) " + ", ".join(f"{k} {v:.3f}" for k, v in distance.items()))
+    parts.append(f"leak check: {leaks['exact']} exact and {leaks['near']} near-duplicate pair(s) straddle splits"
+                 + (f", listed in {leaks_path(out)} (--dedupe keeps one of each)" if leaks["exact"] + leaks["near"]
+                    else ""))
+    extra = "; ".join(parts)
     return PrepareResult(out, report_path(out), len(kept), len(ingested.skipped) + len(skipped), classes,
-                         {k: len(v) for k, v in splits.items()}, len(too_small))
+                         {k: len(v) for k, v in splits.items()}, len(too_small), extra=extra)
 
 
 def _verified(paths: list[Path], workers: int) -> Iterator[Verified]:
@@ -84,17 +128,26 @@ def _verified(paths: list[Path], workers: int) -> Iterator[Verified]:
 
 
 def _verify_all(
-    ingested: Ingested, spool: Path, workers: int, show: bool
+    ingested: Ingested, spool: Path, workers: int, show: bool, dedupe: int | None = None
 ) -> tuple[list[tuple[int, Verified]], list[tuple[str, str]]]:
-    """Decode all records and append accepted bytes to ``spool``; returns kept (record index, result) and skips."""
+    """Decode all records and append accepted bytes to ``spool``; returns kept (record index, result) and skips.
+    With ``dedupe`` (a distance in bits), an image that copies one already kept (same pixels, or a perceptual hash
+    at most that far) is skipped with the name of the one kept."""
     kept: list[tuple[int, Verified]] = []
     skipped: list[tuple[str, str]] = []
     paths = [r.path for r in ingested.records]
     results = _verified(paths, workers)
+    first = FirstOfEach(dedupe) if dedupe is not None else None
     with spool.open("wb") as fh:
         for i, res in enumerate(track(results, total=len(paths), description="verifying", disable=not show)):
             if not res.ok:
                 skipped.append((ingested.records[i].relpath, res.reason))
+                continue
+            copy = first.seen(res.phash, res.digest) if first is not None else None
+            if copy is not None:
+                twin = ingested.records[kept[copy[0]][0]].relpath
+                skipped.append((ingested.records[i].relpath, f"--dedupe: {'a copy' if copy[1] == 0 else 'a near copy'}"
+                                f" of {twin} (perceptual hashes {copy[1]} bits apart); kept that one"))
                 continue
             fh.write(res.data)
             res.nbytes, res.data = len(res.data), b""  # the bytes now live in the spool: memory stays flat
@@ -113,14 +166,17 @@ def _channel_stats(items: list[Verified]) -> dict[str, list[float]]:
 
 
 def _write_store(out: Path, spool: Path, ingested: Ingested, kept: list[tuple[int, Verified]], labels: np.ndarray,
-                 splits: dict[str, np.ndarray], origin: Path, seed: int, val: float, test: float) -> None:
+                 splits: dict[str, np.ndarray], origin: Path, seed: int, val: float, test: float,
+                 grouping: dict[str, str | None]) -> None:
     verified = [v for _, v in kept]
     stats = _channel_stats([verified[i] for i in splits["train"]] or verified)
     attrs = {"source": str(Path(origin).resolve()), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "seed": seed, "val_fraction": val, "test_fraction": test, "grayscale": all(v.gray for v in verified),
-             "command": json.dumps(sys.argv), **stats}
+             "command": json.dumps(sys.argv), **stats,
+             **{k: v for k, v in grouping.items() if v is not None}}
     with StoreWriter(out, IMAGE_KIND, attrs) as writer:
         writer.write_records([ingested.records[i].relpath for i, _ in kept], labels, ingested.taxonomy, splits)
+        writer.file.create_dataset("records/phash", data=np.array([v.phash for v in verified], dtype=np.uint64))
         data = writer.encoded(np.array([v.nbytes for v in verified]), np.array([v.height for v in verified]),
                               np.array([v.width for v in verified]))
         with spool.open("rb") as fh:
@@ -128,3 +184,34 @@ def _write_store(out: Path, spool: Path, ingested: Ingested, kept: list[tuple[in
             while chunk := fh.read(COPY_CHUNK):
                 data[pos : pos + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
                 pos += len(chunk)
+
+
+def leaks_path(store: Path) -> Path:
+    """Where the leak check's pairs go: next to the store, ``<stem>.leaks.csv``."""
+    return store.with_name(store.stem + ".leaks.csv")
+
+
+def write_leaks(path: Path, kept: list[tuple[int, Verified]], splits: dict[str, np.ndarray],
+                paths: list[str], near_distance: int = NEAR_DISTANCE) -> dict[str, int]:
+    """Write the duplicate pairs whose two images lie in different splits to ``path`` (closest first) and count
+    them (``exact``, ``near``) and every duplicate pair (``within``: both in one split)."""
+    split_of = np.empty(len(kept), dtype=object)
+    for name, idx in splits.items():
+        split_of[idx] = name
+    counts = {"exact": 0, "near": 0, "within": 0}
+    rows = []
+    for pair in duplicate_pairs(np.array([v.phash for _, v in kept], dtype=np.uint64), [v.digest for _, v in kept],
+                                near_distance):
+        if split_of[pair.a] == split_of[pair.b]:
+            counts["within"] += 1
+            continue
+        counts["exact" if pair.exact else "near"] += 1
+        rows.append({"kind": "exact" if pair.exact else "near", "distance": pair.distance,
+                     "split_a": split_of[pair.a], "path_a": paths[pair.a], "split_b": split_of[pair.b],
+                     "path_b": paths[pair.b]})
+    rows.sort(key=lambda r: (r["distance"], r["path_a"]))
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["kind", "distance", "split_a", "path_a", "split_b", "path_b"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return counts

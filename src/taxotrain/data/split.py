@@ -48,3 +48,67 @@ def stratified_split(labels: np.ndarray, val: float, test: float, seed: int) -> 
         out["val"].extend(idx[n_test : n_test + n_val].tolist())
         out["train"].extend(idx[n_test + n_val :].tolist())
     return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in out.items()}, too_small
+
+
+def _strata(labels: np.ndarray) -> np.ndarray:
+    """Each record's stratum: its deepest known label, as one integer per (rank, class)."""
+    keys = []
+    for row in labels:
+        known = np.flatnonzero(row != NULL)
+        depth = int(known[-1]) if len(known) else -1
+        keys.append((depth, int(row[depth]) if depth >= 0 else NULL))
+    _, index = np.unique(np.array(keys, dtype=np.int64).reshape(-1, 2), axis=0, return_inverse=True)
+    return index.reshape(-1)
+
+
+def grouped_split(labels: np.ndarray, groups: list[str], val: float, test: float,
+                  seed: int) -> dict[str, np.ndarray]:
+    """Split record indices so that every group (a site, cruise, observation or date: ``groups[i]`` is record
+    ``i``'s) lies inside one split, stratified as far as the groups allow.
+
+    Groups are placed largest first (ties in seeded random order), each into the split whose class counts are
+    furthest below their share of that group's classes, among the splits it does not push more than a tenth past
+    their share of all records (train always takes one).
+    """
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise ValueError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to less than 1")
+    rng = np.random.default_rng(seed)
+    strata = _strata(labels)
+    names, group_of = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    n_strata = int(strata.max()) + 1 if len(strata) else 0
+    counts = np.zeros((len(names), n_strata), dtype=np.int64)
+    np.add.at(counts, (group_of, strata), 1)
+    fractions = np.array([1.0 - val - test, val, test])
+    target = fractions[:, None] * counts.sum(0)[None, :]  # records of each stratum each split should hold
+    total_target = fractions * len(labels)
+    held = np.zeros_like(target)
+    order = sorted(range(len(names)), key=lambda g: (-counts[g].sum(), rng.random()))
+    split_of_group = np.zeros(len(names), dtype=np.int64)
+    for g in order:
+        c, size = counts[g], counts[g].sum()
+        need = np.minimum(c[None, :], np.clip(target - held, 0, None)).sum(1) / size  # share of g each split lacks
+        room = held.sum(1) + size <= total_target * 1.1 + 1e-9
+        room[0] = True
+        room &= fractions > 0
+        deficit = (total_target - held.sum(1)) / max(len(labels), 1)
+        score = np.where(room, need + 1e-3 * deficit, -np.inf)
+        s = int(np.argmax(score))
+        split_of_group[g] = s
+        held[s] += c
+    record_split = split_of_group[group_of]
+    return {name: np.flatnonzero(record_split == s).astype(np.int64)
+            for s, name in enumerate(("train", "val", "test"))}
+
+
+def class_mix_distance(labels: np.ndarray, splits: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per split, the total variation distance between its class mix (each record's deepest known label) and the
+    whole set's: 0 = the same proportions, 1 = no class in common."""
+    strata = _strata(labels)
+    whole = np.bincount(strata, minlength=int(strata.max()) + 1) / len(strata)
+    out = {}
+    for name, idx in splits.items():
+        if len(idx) == 0:
+            continue
+        mix = np.bincount(strata[idx], minlength=len(whole)) / len(idx)
+        out[name] = round(float(0.5 * np.abs(mix - whole).sum()), 4)
+    return out

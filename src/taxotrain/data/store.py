@@ -137,6 +137,12 @@ class Store:
         self._data: np.ndarray | None = None
         self._pid: int | None = None
 
+    def read_phashes(self) -> np.ndarray | None:
+        """Each image's 256-bit perceptual hash as 4 uint64 words (``records/phash``, ``[N, 4]``, for leak checks),
+        or ``None`` for a store written before the leak check or a signal store."""
+        with h5py.File(self.path, "r") as f:
+            return np.asarray(f["records/phash"][()], dtype=np.uint64) if "records/phash" in f else None
+
     def __len__(self) -> int:
         return len(self.labels)
 

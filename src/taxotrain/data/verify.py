@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
+from taxotrain.data.duplicates import fingerprint
 from taxotrain_runtime.images import MAX_PIXELS, ImageRefused, open_image, to_8bit
 
 __all__ = ["MAX_PIXELS", "Verified", "to_8bit", "verify_bytes", "verify_image"]
@@ -39,6 +40,8 @@ class Verified:
     pixels: int = 0
     sums: np.ndarray | None = None  # [4]: R, G, B, grey sums of values in [0, 1]
     sq_sums: np.ndarray | None = None
+    phash: tuple[int, ...] = ()  # perceptual hash (uint64 words) and pixel digest: the leak check (data/duplicates)
+    digest: str = ""
 
 
 def verify_image(path: Path) -> Verified:
@@ -75,7 +78,9 @@ def verify_bytes(raw: bytes) -> Verified:
     gray_px = px @ GRAY_WEIGHTS
     sums = np.concatenate([px.sum(0), [gray_px.sum()]])
     sq = np.concatenate([(px**2).sum(0), [(gray_px**2).sum()]])
-    return Verified(True, "", data, len(data), rgb.shape[0], rgb.shape[1], is_gray, px.shape[0], sums, sq)
+    phash, digest = fingerprint(img, rgb)
+    return Verified(True, "", data, len(data), rgb.shape[0], rgb.shape[1], is_gray, px.shape[0], sums, sq, phash,
+                    digest)
 
 
 def _torchvision_reads(data: bytes) -> bool:
