@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "<stem>.leaks.csv")
     s.add_argument("--near-distance", type=int, default=24, metavar="BITS", help="images: how many of the 256 bits "
                    "of their perceptual hashes two near-duplicates may differ in (default 24; docs/data.md)")
+    s.add_argument("--no-leak-check", action="store_true", help="images: skip the leak check (it compares every "
+                   "pair of images: minutes past a few hundred thousand)")
     s.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists (runs trained on the old "
                    "store can then no longer be evaluated on it)")
@@ -203,7 +205,7 @@ def _prepare_signals(args: argparse.Namespace) -> None:
     from taxotrain.data.ingest import IngestError
     from taxotrain.data.prepare_signals import prepare_signals
 
-    if args.group_by:
+    if args.group_by not in (None, "none"):
         raise IngestError("--group-by reads a column of an image manifest; signal sources have no group column")
     if args.source is None:
         raise IngestError("give the signal source: a Capfinder CSV or folder of them, a .ts file or UCR folder, "
@@ -221,7 +223,7 @@ def _prepare_images(args: argparse.Namespace) -> None:
                             val=0.1 if args.val is None else args.val, test=0.1 if args.test is None else args.test,
                             seed=args.seed or 0, workers=args.workers, overwrite=args.overwrite,
                             group_by=args.group_by, dedupe=args.dedupe, ecotaxa=args.ecotaxa, coco_ct=args.coco_ct,
-                            near_distance=args.near_distance)
+                            near_distance=args.near_distance, leak_check=not args.no_leak_check)
     _report(result)
 
 
@@ -317,6 +319,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> None:
     from taxotrain.config import ConfigError
     from taxotrain.training.calibration import calibrate_run
 
+    if args.logit_adjustment is not None and not 0 <= args.logit_adjustment < float("inf"):
+        raise ConfigError(f"--logit-adjustment {args.logit_adjustment}: give tau >= 0 (1 is the usual value, 0 "
+                          "removes the adjustment)")
     if args.no_temperature and args.logit_adjustment is None:
         raise ConfigError("--no-temperature leaves nothing to do; give --logit-adjustment TAU, or drop it")
     result = calibrate_run(args.run, store=args.store, workers=args.workers, logit_adjustment=args.logit_adjustment,

@@ -83,22 +83,19 @@ class MultiRankLoss(nn.Module):
     @classmethod
     def from_config(cls, cfg: LossConfig, taxonomy: Taxonomy,
                     class_counts: list[np.ndarray] | None = None) -> MultiRankLoss:
-        """Build from the ``loss`` config section; ``class_counts`` (train records per class at each rank) are
-        needed by ``class_weights`` and ``logit_adjustment: train``."""
+        """Build from the ``loss`` config section; ``class_counts`` (train records per class at each rank) give
+        ``class_weights`` and ``logit_adjustment: train`` (a restored run, which has none, never trains: without
+        them the loss has neither)."""
         soft = None
         if cfg.smoothing == "taxonomic":
             soft = [taxonomic_targets(taxonomy, r, cfg.label_smoothing, cfg.smoothing_decay)
                     for r in range(len(taxonomy.ranks))]
-        needs_counts = cfg.class_weights != "none" or cfg.logit_adjustment == "train"
-        if needs_counts and class_counts is None:
-            raise ValueError("loss.class_weights and loss.logit_adjustment need the train class counts (a task "
-                             "created from a store)")
         weights = shift = None
-        if cfg.class_weights != "none":
+        if cfg.class_weights != "none" and class_counts is not None:
             weights = [class_weights(c, 1.0 if cfg.class_weights == "inverse" else 0.5, cfg.class_weight_cap)
-                       for c in class_counts]  # type: ignore[union-attr]
-        if cfg.logit_adjustment == "train":
-            shift = [cfg.logit_adjustment_tau * log_prior(c) for c in class_counts]  # type: ignore[union-attr]
+                       for c in class_counts]
+        if cfg.logit_adjustment == "train" and class_counts is not None:
+            shift = [cfg.logit_adjustment_tau * log_prior(c) for c in class_counts]
         return cls(taxonomy.ranks, cfg.label_smoothing, resolve_rank_weights(cfg, taxonomy.ranks), soft, weights,
                    shift)
 

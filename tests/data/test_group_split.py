@@ -90,4 +90,23 @@ def test_group_by_needs_a_manifest_column(tmp_path: Path, synthetic_set: tuple[P
                  "--out", str(tmp_path / "b.h5")]) == 2
     err = capsys.readouterr().err
     assert "missing column(s) site" in err and err.count("\n") == 1
+    # two groups cannot fill train, val and test
+    some = sorted(images.rglob("*_00[0-5].jpg"))
+    manifest.write_text("filepath,species,site\n" + "".join(f"{p},{p.parent.name},s{i % 2}\n"
+                                                          for i, p in enumerate(some)))
+    assert main(["prepare", "--manifest", str(manifest), "--ranks", "species", "--group-by", "site",
+                 "--out", str(tmp_path / "b.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "only 2 group(s), too few to give" in err and err.count("\n") == 1
+    assert main(["prepare", "--manifest", str(manifest), "--ranks", "species", "--near-distance", "300",
+                 "--out", str(tmp_path / "b.h5")]) == 2
+    assert "--near-distance 300" in capsys.readouterr().err
     assert not (tmp_path / "a.h5").exists() and not (tmp_path / "b.h5").exists()
+
+
+def test_few_groups_still_give_every_held_out_split_one() -> None:
+    labels = np.array([[0]] * 10 + [[1]] * 10 + [[0]] * 10)
+    groups = ["a"] * 10 + ["b"] * 10 + ["c"] * 10  # three equal groups, far larger than a 10% share
+    splits = grouped_split(labels, groups, 0.1, 0.1, seed=0)
+    assert all(len(splits[name]) == 10 for name in ("train", "val", "test"))
+    assert grouped_split(labels, groups, 0.1, 0.0, seed=0)["test"].size == 0  # not asked for: none

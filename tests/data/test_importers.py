@@ -15,11 +15,13 @@ from taxotrain.cli import main
 from taxotrain.data.store import Store
 from tests.conftest import need_plankton
 
-HIERARCHY = {  # EcoTaxa-style hierarchies (root first), deeper for some classes than for others
-    "acantharia_protist": "living>Eukaryota>Harosa>Rhizaria>Acantharea",
+HIERARCHY = {  # EcoTaxa-style hierarchies (root first), of different depths; "part" recurs under two parents
+    "acantharia_protist": "living>Eukaryota>Harosa>Rhizaria>Acantharea>part",
     "copepod_cyclopoid_oithona": "living>Eukaryota>Opisthokonta>Arthropoda>Copepoda>Cyclopoida>Oithona",
-    "chaetognath_sagitta": "living>Eukaryota>Opisthokonta>Chaetognatha>Sagitta",
+    "chaetognath_sagitta": "living>Eukaryota>Opisthokonta>Chaetognatha>part",
 }
+CATEGORY = {"acantharia_protist": "part<Acantharea", "copepod_cyclopoid_oithona": "Oithona",
+            "chaetognath_sagitta": "part<Chaetognatha"}  # EcoTaxa's display names are unique
 
 
 def _images(tmp_path: Path, per_class: int = 12) -> dict[str, list[str]]:
@@ -50,15 +52,15 @@ def test_ecotaxa_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
                 hierarchy = HIERARCHY[cls]
                 sample[name] = f"tow{i % 4}"
                 writer.writerow([f"o{cls[:4]}{i}", name, "43.68", "7.31", "20130512", "101500", status,
-                                 hierarchy.split(">")[-1], hierarchy, f"tow{i % 4}"])
+                                 CATEGORY[cls], hierarchy, f"tow{i % 4}"])
     out = tmp_path / "eco.h5"
     assert main(["prepare", "--ecotaxa", str(tsv), "--ranks", "parent,category", "--workers", "1",
                  "--out", str(out)]) == 0
     said = capsys.readouterr().out
     store = Store(out)
     assert len(store.paths) == 33  # 3 predicted labels left out
-    assert set(store.taxonomy.names[1]) == {"Acantharea", "Oithona", "Sagitta"}  # the category
-    assert set(store.taxonomy.names[0]) == {"Rhizaria", "Cyclopoida", "Chaetognatha"}  # the next level up
+    assert set(store.taxonomy.names[1]) == set(CATEGORY.values())  # the category
+    assert set(store.taxonomy.names[0]) == {"Acantharea", "Cyclopoida", "Chaetognatha"}  # the next level up
     assert "4 groups by 'sample_id', each inside one split" in said
     owner: dict[str, str] = {}
     for split in ("train", "val", "test"):

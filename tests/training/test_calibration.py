@@ -117,6 +117,11 @@ def test_training_starts_from_temperature_one(synthetic_run: Path) -> None:
     module = TaskModule(loaded.task, loaded.model)
     module.on_fit_start()
     assert torch.equal(loaded.model.temperature, torch.ones(3))
+    # and in the checkpoint state it resumes from (what an EMA copy is restored from too)
+    checkpoint = {"state_dict": {"model.temperature": torch.full((3,), 2.0), "model.prior_offset0": torch.ones(2)}}
+    module.on_load_checkpoint(checkpoint)
+    assert torch.equal(checkpoint["state_dict"]["model.temperature"], torch.ones(3))
+    assert torch.equal(checkpoint["state_dict"]["model.prior_offset0"], torch.ones(2))  # adjustments stay
 
 
 def test_closed_form_runs_and_ensembles_are_refused(gunpoint_store: Path, signal_run: Path, tmp_path: Path,

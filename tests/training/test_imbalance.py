@@ -126,6 +126,12 @@ def test_post_hoc_logit_adjustment_is_saved_with_the_model(synthetic_store: Path
         raw = loaded.model.train().forward_head(features)  # training sees the raw logits
     for r, rank in enumerate(loaded.taxonomy.ranks):
         torch.testing.assert_close(adjusted[rank], raw[rank] - 0.5 * log_prior(counts[r]))
+    # a partial load (the batch-size probe restores batch-norm buffers alone) leaves the offsets as they are
+    norms = {k: v for k, v in loaded.model.state_dict().items() if "running" in k}
+    loaded.model.load_state_dict(norms, strict=False)
+    torch.testing.assert_close(loaded.model.prior_offset0, 0.5 * log_prior(counts[0]))
+    # a run trained with class weights joins an ensemble (its loss is not needed there)
+    assert main(["ensemble", str(run), str(run), "--out", str(tmp_path / "ens")]) == 0
 
 
 def test_imbalance_settings_that_cannot_apply_are_refused(gunpoint_store: Path, synthetic_store: Path,
@@ -150,6 +156,8 @@ def test_calibrate_adds_post_hoc_logit_adjustment_to_a_finished_run(synthetic_ru
     shutil.copytree(synthetic_run, run)
     assert main(["calibrate", str(run), "--no-temperature"]) == 2
     assert "--logit-adjustment" in capsys.readouterr().err
+    assert main(["calibrate", str(run), "--logit-adjustment", "-1"]) == 2
+    assert "give tau >= 0" in capsys.readouterr().err
     assert main(["calibrate", str(run), "--logit-adjustment", "1", "--no-temperature"]) == 0
     assert capsys.readouterr().out.startswith("logit adjustment: each rank's logits less 1 x log(train prior)")
     store = Store(synthetic_store)

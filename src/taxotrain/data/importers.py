@@ -35,10 +35,10 @@ def from_ecotaxa(tsv: Path, ranks: Sequence[str], taxonomy_csv: Path | None = No
                  images: Path | None = None) -> Ingested:
     """Records of an EcoTaxa export (TSV). ``img_file_name`` is relative to ``images`` (default: the TSV's folder).
 
-    The label is ``object_annotation_hierarchy`` (``living>Eukaryota>...>Copepoda>Calanoida``) read from its end:
-    the finest of ``ranks`` is the annotation's own category, each coarser rank the next level up (null where the
-    hierarchy is shorter); without a hierarchy column, ``object_annotation_category`` is the finest rank and
-    ``taxonomy_csv`` may give the others. Rows whose ``object_annotation_status`` is not ``validated`` (predicted or
+    The finest of ``ranks`` is ``object_annotation_category`` (EcoTaxa's unique display name; else the hierarchy's
+    last level), and each coarser rank the next level up ``object_annotation_hierarchy``
+    (``living>Eukaryota>...>Copepoda>Calanoida``), null where the hierarchy is shorter or absent (then
+    ``taxonomy_csv`` may give them). Rows whose ``object_annotation_status`` is not ``validated`` (predicted or
     dubious labels) are left out with that reason. The second row of column types (``[t]``, ``[f]``) is skipped.
     Records are grouped by ``sample_id`` unless ``group_by`` names another column (or ``none``).
     """
@@ -57,11 +57,11 @@ def from_ecotaxa(tsv: Path, ranks: Sequence[str], taxonomy_csv: Path | None = No
     ranks = list(ranks)
     out = []
     for row in rows:
-        if ECOTAXA_HIERARCHY in columns and row.get(ECOTAXA_HIERARCHY):
-            path = [p.strip() for p in row[ECOTAXA_HIERARCHY].split(">") if p.strip()]
-        else:
-            path = [row[ECOTAXA_CATEGORY]] if row.get(ECOTAXA_CATEGORY) else []
-        names = ([None] * len(ranks) + path)[-len(ranks):]  # right-aligned: the finest rank is the category
+        path = [p.strip() for p in row.get(ECOTAXA_HIERARCHY, "").split(">") if p.strip()]
+        # the finest rank is the category (EcoTaxa's unique display name, e.g. "egg<Actinopterygii", where the
+        # hierarchy's last level, "egg", recurs under several parents); the coarser ranks the levels above it
+        category = row.get(ECOTAXA_CATEGORY) or (path[-1] if path else "")
+        names = ([None] * len(ranks) + path[:-1] + [category or None])[-len(ranks):]
         status = row.get(ECOTAXA_STATUS, "validated") or "validated"
         record = {**row, PATH_COLUMN: row.get(ECOTAXA_FILE, ""), **dict(zip(ranks, [n or "" for n in names],
                                                                             strict=True))}

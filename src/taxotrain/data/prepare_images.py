@@ -43,6 +43,7 @@ def prepare_images(
     ecotaxa: Path | None = None,
     coco_ct: Path | None = None,
     near_distance: int = NEAR_DISTANCE,
+    leak_check: bool = True,
 ) -> PrepareResult:
     """Ingest images from a class-folder tree (``source``) or a ``manifest`` CSV into the store ``out``.
 
@@ -55,9 +56,13 @@ def prepare_images(
     relative to (default: the export's folder), grouped by sample or location unless ``group_by`` says otherwise
     (``none``: no groups). Every prepare lists the exact and near-duplicate images that straddle splits in
     ``<stem>.leaks.csv``; ``dedupe`` keeps only the first of each set of copies. Near means perceptual hashes at
-    most ``near_distance`` bits apart (of 256).
+    most ``near_distance`` bits apart (of 256); the check compares every pair (N^2/2), so ``leak_check=False`` skips
+    it for corpora of millions.
     """
     refuse_existing(Path(out), overwrite)
+    if not 0 <= near_distance <= 256:
+        raise IngestError(f"--near-distance {near_distance}: give a number of bits from 0 to 256 (default "
+                          f"{NEAR_DISTANCE})")
     if sum(x is not None for x in (manifest, ecotaxa, coco_ct)) > 1:
         raise IngestError("give one of --manifest, --ecotaxa and --coco-ct")
     if ecotaxa is not None or coco_ct is not None:
@@ -93,14 +98,19 @@ def prepare_images(
         if group_by is None:
             splits, too_small = stratified_split(labels, val, test, seed)
         else:
-            splits, too_small = grouped_split(labels, [ingested.records[i].group for i, _ in kept], val, test,
-                                              seed), []
+            groups = [ingested.records[i].group for i, _ in kept]
+            splits, too_small = grouped_split(labels, groups, val, test, seed), []
+            empty = [name for name, f in (("val", val), ("test", test)) if f > 0 and len(splits[name]) == 0]
+            if empty:
+                raise IngestError(f"--group-by {group_by}: only {len(set(groups))} group(s), too few to give "
+                                  f"{' and '.join(empty)} a whole group each; group by a finer column, or "
+                                  f"--group-by none")
         distance = class_mix_distance(labels, splits)
         grouping = {"group_by": group_by, "class_mix_distance": json.dumps(distance)}
         _write_store(out, spool, ingested, kept, labels, splits, origin, seed, val, test, grouping)
         write_report(report_path(out), ingested.skipped + skipped)
-        leaks = write_leaks(leaks_path(out), kept, splits, [ingested.records[i].relpath for i, _ in kept],
-                            near_distance)
+        leaks = (write_leaks(leaks_path(out), kept, splits, [ingested.records[i].relpath for i, _ in kept],
+                             near_distance) if leak_check else None)
     finally:
         spool.unlink(missing_ok=True)
     classes = dict(zip(ingested.ranks, ingested.taxonomy.num_classes, strict=True))
@@ -109,9 +119,10 @@ def prepare_images(
         n_groups = len({ingested.records[i].group for i, _ in kept})
         parts.append(f"{n_groups} groups by '{group_by}', each inside one split; class mix distance from the whole "
                      "(total variation) " + ", ".join(f"{k} {v:.3f}" for k, v in distance.items()))
-    parts.append(f"leak check: {leaks['exact']} exact and {leaks['near']} near-duplicate pair(s) straddle splits"
-                 + (f", listed in {leaks_path(out)} (--dedupe keeps one of each)" if leaks["exact"] + leaks["near"]
-                    else ""))
+    if leaks is not None:
+        parts.append(f"leak check: {leaks['exact']} exact and {leaks['near']} near-duplicate pair(s) straddle "
+                     "splits" + (f", listed in {leaks_path(out)} (--dedupe keeps one of each)"
+                                 if leaks["exact"] + leaks["near"] else ""))
     extra = "; ".join(parts)
     return PrepareResult(out, report_path(out), len(kept), len(ingested.skipped) + len(skipped), classes,
                          {k: len(v) for k, v in splits.items()}, len(too_small), extra=extra)

@@ -68,7 +68,8 @@ def grouped_split(labels: np.ndarray, groups: list[str], val: float, test: float
 
     Groups are placed largest first (ties in seeded random order), each into the split whose class counts are
     furthest below their share of that group's classes, among the splits it does not push more than a tenth past
-    their share of all records (train always takes one).
+    their share of all records (train always takes one). A held-out split with a fraction above 0 that no group
+    went to then takes the smallest group left in train (when train keeps another).
     """
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise ValueError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to less than 1")
@@ -95,6 +96,10 @@ def grouped_split(labels: np.ndarray, groups: list[str], val: float, test: float
         s = int(np.argmax(score))
         split_of_group[g] = s
         held[s] += c
+    for s in (1, 2):  # a held-out split asked for gets a group, the smallest train can spare, even past its share
+        in_train = [g for g in order if split_of_group[g] == 0]
+        if fractions[s] > 0 and not (split_of_group == s).any() and len(in_train) > 1:
+            split_of_group[in_train[-1]] = s
     record_split = split_of_group[group_of]
     return {name: np.flatnonzero(record_split == s).astype(np.int64)
             for s, name in enumerate(("train", "val", "test"))}

@@ -56,8 +56,11 @@ class TaxonomicClassifier(nn.Module):
                 for r, rank in enumerate(self.ranks)}
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
-        # checkpoints written before these existed: not adjusted (offsets 0), not calibrated (temperature 1)
-        for name, buffer in self.named_buffers(recurse=False):
+        # checkpoints written before these existed: not adjusted (offsets 0), not calibrated (temperature 1). Only
+        # for a load of the whole model: a partial load (the batch-size probe restores batch-norm buffers alone)
+        # must leave them as they are
+        whole = any(k.startswith(prefix + "head.") for k in state_dict)
+        for name, buffer in self.named_buffers(recurse=False) if whole else ():
             state_dict.setdefault(prefix + name, torch.zeros_like(buffer) if name.startswith("prior_offset")
                                   else torch.ones_like(buffer))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]

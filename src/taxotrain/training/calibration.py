@@ -51,16 +51,18 @@ class Calibration:
 
 @torch.no_grad()
 def val_logits(run: LoadedRun, store: Store, batch_size: int, workers: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Every rank's logits on the val split (temperatures at 1) and the labels ``[N, ranks]``."""
-    model = run.model.eval()
+    """Every rank's logits on the val split (temperatures at 1) and the labels ``[N, ranks]``, on a GPU when
+    there is one."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = run.model.eval().to(device)
     run.task.reset_temperatures(model)
     loader = DataLoader(run.task.dataset(store, "val"), batch_size=batch_size, num_workers=workers)
     logits: dict[str, list[torch.Tensor]] = {rank: [] for rank in run.taxonomy.ranks}
     targets = []
     for batch in loader:
-        out = model(**model_inputs(model, batch))
+        out = model(**model_inputs(model, {k: v.to(device) for k, v in batch.items()}))
         for rank in logits:
-            logits[rank].append(out[rank].float())
+            logits[rank].append(out[rank].float().cpu())
         targets.append(batch["target"])
     return {rank: torch.cat(v).numpy() for rank, v in logits.items()}, torch.cat(targets).numpy()
 
@@ -104,10 +106,10 @@ def calibrate_run(run_dir: str | Path, store: str | Path | None = None, batch_si
                 fitted = fit_rank_temperatures(logits, targets)
                 ckpt["state_dict"]["model.temperature"] = torch.tensor(
                     [fitted[rank]["temperature"] for rank in run.taxonomy.ranks], dtype=torch.float32)
-            else:
-                fitted = {}
+            else:  # the temperatures stay, and so does what was recorded of their fit
+                fitted = ckpt[CKPT_KEY].get("calibration", {}).get("ranks", {})
             ckpt[CKPT_KEY]["calibration"] = {"split": "val", "logit_adjustment": logit_adjustment, "ranks": fitted}
             with atomic_path(path) as tmp:
                 torch.save(ckpt, tmp)
             best = best or fitted
-    return Calibration(paths.root, best, files, logit_adjustment)
+    return Calibration(paths.root, best if temperature else {}, files, logit_adjustment)

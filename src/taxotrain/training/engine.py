@@ -263,7 +263,7 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
             print(f"taxotrain fit: {exc}; saved {paths.last}. Resume with: taxotrain fit --resume auto "
                   f"run.dir={shlex.quote(str(paths.root))}", file=sys.stderr, flush=True)
             raise KeyboardInterrupt from exc
-    if cfg.trainer.calibrate:
+    if cfg.trainer.calibrate and trainer.is_global_zero:  # one process rewrites the checkpoints
         from taxotrain.training.calibration import calibrate_run
 
         print(calibrate_run(paths.root, store=store.path, batch_size=cfg.data.batch_size * 2,

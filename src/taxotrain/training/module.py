@@ -121,6 +121,12 @@ class TaskModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoint metadata
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a calibrated checkpoint resumed: training (and an EMA copy restored from this state) sees raw logits
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.endswith("temperature")]:
+            state[key] = torch.ones_like(state[key])
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store what inference needs, as plain types (checkpoints load with ``weights_only=True``)."""
         checkpoint[CKPT_KEY] = {"version": __version__, "task": self.task.name,
