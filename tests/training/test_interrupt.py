@@ -27,6 +27,9 @@ SCRIPT = textwrap.dedent("""
                 for _ in range(int(os.environ["TIMES"])):
                     os.kill(os.getpid(), signal.SIGINT)
 
+    # as in a terminal: a job started in the background by a non-interactive shell (CI's `... &`) inherits SIGINT
+    # ignored, and fit, like Python, then leaves it ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     original = engine.fit
     engine.fit = lambda cfg, resume=None, callbacks=None: original(cfg, resume, [CtrlC()])
     sys.exit(main(sys.argv[1:]))
