@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from typing import Any
 
 import numpy as np
 
 from taxotrain.taxonomy import NULL
 
 MIN_TO_STRATIFY = 3
+
+
+def _strata(labels: np.ndarray, with_keys: bool = False) -> Any:
+    """Each record's stratum, its deepest known label, as one integer code per (depth, label) in sorted order;
+    with ``with_keys`` also the ``(depth, label)`` of each code."""
+    keys = []
+    for row in labels:
+        known = np.flatnonzero(row != NULL)
+        depth = int(known[-1]) if len(known) else -1
+        keys.append((depth, int(row[depth]) if depth >= 0 else NULL))
+    unique, index = np.unique(np.array(keys, dtype=np.int64).reshape(-1, 2), axis=0, return_inverse=True)
+    index = index.reshape(-1)
+    return (index, [tuple(int(v) for v in u) for u in unique]) if with_keys else index
 
 
 def stratified_split(labels: np.ndarray, val: float, test: float, seed: int) -> tuple[dict[str, np.ndarray], list]:
@@ -22,15 +35,11 @@ def stratified_split(labels: np.ndarray, val: float, test: float, seed: int) -> 
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise ValueError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to less than 1")
     rng = np.random.default_rng(seed)
-    strata: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, row in enumerate(labels):
-        known = np.flatnonzero(row != NULL)
-        depth = int(known[-1]) if len(known) else -1
-        strata[(depth, int(row[depth]) if depth >= 0 else NULL)].append(i)
+    codes, keys = _strata(labels, with_keys=True)
     out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     too_small = []
-    for key in sorted(strata):
-        idx = np.array(strata[key])
+    by_stratum = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes, minlength=len(keys)))[:-1])
+    for key, idx in zip(keys, by_stratum, strict=True):  # in (depth, label) order, records in file order
         rng.shuffle(idx)
         n = len(idx)
         if n < MIN_TO_STRATIFY:
@@ -50,15 +59,6 @@ def stratified_split(labels: np.ndarray, val: float, test: float, seed: int) -> 
     return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in out.items()}, too_small
 
 
-def _strata(labels: np.ndarray) -> np.ndarray:
-    """Each record's stratum: its deepest known label, as one integer per (rank, class)."""
-    keys = []
-    for row in labels:
-        known = np.flatnonzero(row != NULL)
-        depth = int(known[-1]) if len(known) else -1
-        keys.append((depth, int(row[depth]) if depth >= 0 else NULL))
-    _, index = np.unique(np.array(keys, dtype=np.int64).reshape(-1, 2), axis=0, return_inverse=True)
-    return index.reshape(-1)
 
 
 def grouped_split(labels: np.ndarray, groups: list[str], val: float, test: float,
