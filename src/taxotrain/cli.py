@@ -257,6 +257,8 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     from taxotrain.training.engine import fit
 
     result = fit(cfg, resume=args.resume)
+    if result.process != 0:
+        return  # a DDP run's other processes: process 0 reports
     score = f"{result.best_score:.4f}" if result.best_score is not None else "n/a"
     print(f"fit done in {result.seconds / 60:.1f} min ({result.epochs} epochs): best {result.monitor} {score} -> "
           f"{result.best_checkpoint}; next: taxotrain evaluate {shlex.quote(str(result.run_dir))}")

@@ -210,7 +210,13 @@ LIGHTNING_PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-tr
 class TrainerConfig(_Section):
     max_epochs: int = Field(30, ge=1, description="number of training epochs")
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, mps")
-    devices: int | str = Field("auto", description="devices to use; more than one GPU trains with DDP")
+    devices: int | str = Field("auto", description="devices (processes) per machine: 2 with strategy ddp trains 2 "
+                               "processes, on GPUs (NCCL) or on the CPU (gloo); data.batch_size is per process")
+    strategy: str = Field("auto", description="Lightning strategy: auto, ddp, ddp_find_unused_parameters_true, ...; "
+                          "launch recipes for torchrun and SLURM in docs/training.md#more-than-one-process")
+    num_nodes: int = Field(1, ge=1, description="machines taking part in a DDP run (torchrun or SLURM sets the rest)")
+    sync_batchnorm: bool = Field(False, description="batch-norm statistics over every process's batch under DDP "
+                                 "(helps when the batch per process is small)")
     precision: str = Field("auto", description="auto = bf16/16 mixed precision on GPU, 32 on CPU; or a Lightning "
                            "value: " + ", ".join(LIGHTNING_PRECISIONS))
     calibrate: bool = Field(False, description="after training, fit one softmax temperature per rank on the val split "

@@ -138,6 +138,18 @@ class MultiRankLoss(nn.Module):
         return self.combine(self.rank_losses(logits, targets, partner, lam))
 
 
+def _mean_over_processes(x: torch.Tensor) -> torch.Tensor:
+    """``x`` averaged over the processes of a DDP run (``x`` itself in one process): GradNorm's weights then move
+    the same way in every process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x
+
+
 class GradNorm(nn.Module):
     """Learnt rank weights that balance gradient norms at the last shared layer (Chen et al., ICML 2018).
 
@@ -150,13 +162,14 @@ class GradNorm(nn.Module):
         super().__init__()
         self.alpha = alpha
         self.lr = lr
-        self.weights = nn.Parameter(torch.ones(num_ranks), requires_grad=True)
+        # a buffer, not a parameter: the network's optimizer and DDP's gradient reduction must not touch it
+        self.register_buffer("weights", torch.ones(num_ranks))
         self.register_buffer("initial", torch.zeros(num_ranks))
         self._optim: torch.optim.Optimizer | None = None  # Adam, as in the paper: steps do not scale with |grad|
 
     def step(self, parts: list[torch.Tensor], shared: torch.Tensor) -> torch.Tensor:
         """Update the weights from this batch's per-rank losses; returns the (detached) weights to use."""
-        losses = torch.stack([p.detach() for p in parts])
+        losses = _mean_over_processes(torch.stack([p.detach() for p in parts]))
         if not bool((self.initial > 0).all()):
             self.initial.copy_(torch.where(self.initial > 0, self.initial, losses.clamp_min(1e-8)))
         norms = []
@@ -166,11 +179,12 @@ class GradNorm(nn.Module):
                 norms.append(g.norm() if g is not None else shared.new_zeros(()))
             else:
                 norms.append(shared.new_zeros(()))
-        g_norm = self.weights * torch.stack(norms).detach()
+        weights = self.weights.detach().requires_grad_(True)
+        g_norm = weights * _mean_over_processes(torch.stack(norms).detach())
         ratio = losses / self.initial
         target = (g_norm.mean() * (ratio / ratio.mean()) ** self.alpha).detach()
         objective = (g_norm - target).abs().sum()
-        (grad,) = torch.autograd.grad(objective, self.weights)
+        (grad,) = torch.autograd.grad(objective, weights)
         if self._optim is None:
             self._optim = torch.optim.Adam([self.weights], lr=self.lr)
         self.weights.grad = grad

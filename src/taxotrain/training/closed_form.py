@@ -58,8 +58,10 @@ class ClosedFormModule(TaskModule):
 
     # one epoch of one (skipped) batch, so that Lightning validates, checkpoints and logs the fitted model
     # (and in float32: bf16 autocast on a GPU would round the ridge heads' inputs and flip predictions)
+    # one process: the transform and the ridge see the whole train split at once, so there is nothing to shard
     trainer_overrides: ClassVar[dict[str, Any]] = {"max_epochs": 1, "limit_train_batches": 1,
-                                                   "gradient_clip_val": None, "precision": "32-true"}
+                                                   "gradient_clip_val": None, "precision": "32-true",
+                                                   "devices": 1, "num_nodes": 1, "strategy": "auto"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

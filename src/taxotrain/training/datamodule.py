@@ -23,35 +23,63 @@ from taxotrain.training.progressive import probe_batch_size
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """A fresh permutation each epoch, fixed by ``(seed, epoch)``: a resumed run sees the same order."""
+    """A fresh permutation each epoch, fixed by ``(seed, epoch)``: a resumed run sees the same order.
 
-    def __init__(self, n: int, seed: int) -> None:
+    Under DDP every process draws the same permutation and keeps every ``world``-th record from its ``rank`` on
+    (the order padded by repeating its start, so that every process trains the same number of batches and none
+    waits for the others at the end of an epoch). The sampler shards itself, rather than Lightning's wrapper,
+    so that a mid-epoch resume skips the right records in every process.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
-        self.skip = 0  # records to leave out at the start of the epoch: those a mid-epoch checkpoint had trained on
+        self.rank, self.world = rank, world
+        self.skip = 0  # records of this process's shard a mid-epoch checkpoint had trained on
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of each epoch."""
         self.epoch = epoch
 
+    def order(self, g: torch.Generator) -> torch.Tensor:
+        """The epoch's order of every record, before sharding."""
+        return torch.randperm(self.n, generator=g)
+
     def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g)[self.skip :].tolist())
+        order = self.order(torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        if self.world > 1:
+            pad = len(self) * self.world - len(order)
+            order = torch.cat([order, order[:pad]])[self.rank :: self.world]
+        return iter(order[self.skip :].tolist())
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self.world)
 
 
 class EpochWeightedSampler(EpochShuffleSampler):
     """``n`` draws with replacement, each record with probability proportional to its weight, fixed by
-    ``(seed, epoch)``: class-balanced or square-root sampling (``data.sampler``)."""
+    ``(seed, epoch)``: class-balanced or square-root sampling (``data.sampler``); sharded as its parent."""
 
-    def __init__(self, weights: torch.Tensor, seed: int) -> None:
-        super().__init__(len(weights), seed)
+    def __init__(self, weights: torch.Tensor, seed: int, rank: int = 0, world: int = 1) -> None:
+        super().__init__(len(weights), seed, rank, world)
         self.weights = weights.double()
 
+    def order(self, g: torch.Generator) -> torch.Tensor:
+        """The epoch's draws, before sharding."""
+        return torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+
+
+class ShardSampler(Sampler[int]):
+    """Every ``world``-th record from ``rank`` on, in order and unpadded: each val/test record is scored once over
+    all processes (the metrics are summed across processes before they are computed)."""
+
+    def __init__(self, n: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.rank, self.world = n, rank, world
+
     def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.multinomial(self.weights, self.n, replacement=True, generator=g)[self.skip :].tolist())
+        return iter(range(self.rank, self.n, self.world))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))
 
 
 def sampling_weights(labels: np.ndarray, power: float) -> torch.Tensor:
@@ -102,6 +130,11 @@ class TaskDataModule(L.LightningDataModule):
                 "pin_memory": torch.cuda.is_available(), "prefetch_factor": 4 if self.workers else None,
                 "worker_init_fn": ignore_sigint_in_worker if self.workers else None}
 
+    def process(self) -> tuple[int, int]:
+        """``(rank, world size)`` of this process: ``(0, 1)`` outside DDP."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def current_stage(self) -> Stage:
         """The stage of the trainer's current epoch (the first stage before training starts)."""
         trainer = getattr(self, "trainer", None)
@@ -146,13 +179,15 @@ class TaskDataModule(L.LightningDataModule):
             return self._train[1]  # same stage: keep the loader (and its persistent workers)
         ds = self.dataset("train", train=True, stage=stage)
         batch = self.stage_batch_size(stage)
-        drop_last = drops_last_batch(len(ds), batch) and not self.closed_form
-        if drop_last:
-            print(f"training leaves out the last {len(ds) % batch} of {len(ds)} records each epoch (a different "
-                  f"{len(ds) % batch} each time, as the order is reshuffled): a batch that small disturbs batch "
-                  f"norm. A data.batch_size that divides {len(ds)} trains on all of them", flush=True)
-        loader = ResumableLoader(**self._loader(ds, batch, self._train_sampler(len(ds)), drop_last),
-                                 resume_point=self.resume_point)
+        sampler = self._train_sampler(len(ds))
+        per_process = len(sampler)
+        drop_last = drops_last_batch(per_process, batch) and not self.closed_form
+        if drop_last and self.process()[0] == 0:
+            print(f"training leaves out the last {per_process % batch} of {per_process} records each epoch (a "
+                  f"different {per_process % batch} each time, as the order is reshuffled): a batch that small "
+                  f"disturbs batch norm. A data.batch_size that divides {per_process} trains on all of them",
+                  flush=True)
+        loader = ResumableLoader(**self._loader(ds, batch, sampler, drop_last), resume_point=self.resume_point)
         self._train = (stage.index, loader)
         return loader
 
@@ -160,15 +195,20 @@ class TaskDataModule(L.LightningDataModule):
         """Every record once per epoch in a fresh order, or ``data.sampler``'s weighted draws at its rank."""
         cfg = self.cfg.data
         if cfg.sampler == "shuffle":
-            return EpochShuffleSampler(n, self.cfg.run.seed)
+            return EpochShuffleSampler(n, self.cfg.run.seed, *self.process())
         rank = self.task.taxonomy.ranks.index(cfg.sampler_rank or self.task.taxonomy.finest)
         labels = hide_labels(self.store, cfg.hide_labels, self.cfg.run.seed)
         labels = (self.store.labels if labels is None else labels)[self.store.splits["train"], rank]
         return EpochWeightedSampler(sampling_weights(labels, 1.0 if cfg.sampler == "balanced" else 0.5),
-                                    self.cfg.run.seed)
+                                    self.cfg.run.seed, *self.process())
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        ds = self.dataset(split)
+        sampler = ShardSampler(len(ds), *self.process()) if self.process()[1] > 1 else None
+        return DataLoader(**self._loader(ds, self.cfg.data.batch_size * 2, sampler, False))
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(**self._loader(self.dataset("val"), self.cfg.data.batch_size * 2, None, False))
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(**self._loader(self.dataset("test"), self.cfg.data.batch_size * 2, None, False))
+        return self._eval_loader("test")

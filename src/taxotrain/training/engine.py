@@ -41,6 +41,7 @@ class FitResult:
     best_score: float | None
     epochs: int
     seconds: float
+    process: int = 0  # the global rank of the process that returns it: a DDP run returns in every process
 
 
 def resolve_precision(cfg: Config) -> str:
@@ -54,7 +55,8 @@ def resolve_precision(cfg: Config) -> str:
 
 # what may differ between a run and its resume: where it lives and runs, how it logs; everything else shapes it
 RESUME_MAY_CHANGE = ("run.dir", "run.name", "data.store", "data.num_workers", "trainer.accelerator",
-                     "trainer.devices", "trainer.precision", "trainer.calibrate", "trainer.cpu_threads",
+                     "trainer.devices", "trainer.strategy", "trainer.num_nodes", "trainer.sync_batchnorm",
+                     "trainer.precision", "trainer.calibrate", "trainer.cpu_threads",
                      "trainer.progress", "trainer.log_every_n_steps", "trainer.compile", "trainer.compile_backend",
                      "trainer.early_stopping_patience", "logging.", "tune.", "prepare.")
 
@@ -137,13 +139,28 @@ def build_loggers(cfg: Config, paths: RunPaths, resuming: bool) -> list[Any]:
             warnings.simplefilter("ignore")
             logger = pl_loggers.MLFlowLogger(experiment_name="taxotrain", run_name=name, tracking_uri=uri,
                                              run_id=run_id)
-            paths.mlflow_run_id.write_text(logger.run_id)
+            if process_rank() == 0:  # the other processes of a DDP run log nothing (Lightning's rank-zero rule)
+                paths.mlflow_run_id.write_text(logger.run_id)
         out.append(logger)
     if cfg.logging.wandb:
         out.append(pl_loggers.WandbLogger(name=name, save_dir=str(paths.root)))
     if cfg.logging.comet:
         out.append(pl_loggers.CometLogger(experiment_name=name))
     return out
+
+
+def process_rank() -> int:
+    """This process's global rank in a DDP run, known before the Trainer exists (from the environment that
+    Lightning's launcher, torchrun or SLURM sets); 0 in a single-process run."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def _say(*args: Any) -> None:
+    """Print from process 0 only: a DDP run says each thing once."""
+    if process_rank() == 0:
+        print(*args, flush=True)
 
 
 def _progress_mode(cfg: Config) -> str:
@@ -207,7 +224,8 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
         model.compile(backend=cfg.trainer.compile_backend)  # in place: parameter names and checkpoints unchanged
 
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, paths.config)
+    if process_rank() == 0:
+        save_config(cfg, paths.config)
     checkpoint = RunCheckpoint(dirpath=paths.checkpoints, filename="best", monitor=monitor,
                                mode=cfg.trainer.monitor_mode, save_top_k=1, save_last=False,
                                auto_insert_metric_name=False, enable_version_counter=False)
@@ -241,27 +259,31 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
         "log_every_n_steps": cfg.trainer.log_every_n_steps, "enable_progress_bar": progress == "rich",
         "enable_model_summary": False, "num_sanity_val_steps": 0,
         "limit_train_batches": cfg.trainer.limit_train_batches, "limit_val_batches": cfg.trainer.limit_val_batches,
+        "strategy": cfg.trainer.strategy, "num_nodes": cfg.trainer.num_nodes,
+        "sync_batchnorm": cfg.trainer.sync_batchnorm,
+        "use_distributed_sampler": False,  # the data module's samplers shard themselves (resume-exact, seeded)
         "plugins": [AtomicCheckpointIO()],
         "reload_dataloaders_every_n_epochs": 1 if len(stages) > 1 else 0, **module.trainer_overrides,
     })
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     size = (f"closed form, {model.num_features:,} features" if closed_form else f"{n_params:.1f}M params")
-    print(f"fit {cfg.model.backbone} ({size}; {task.describe_input()}) on {store.path.name}: "
+    _say(f"fit {cfg.model.backbone} ({size}; {task.describe_input()}) on {store.path.name}: "
           f"{len(store.splits['train'])} train / {len(store.splits['val'])} val records; " + ", ".join(
               f"{n} {r}" for r, n in zip(task.taxonomy.ranks, task.taxonomy.num_classes, strict=True))
-          + f"; run folder {paths.root}" + (f"; resuming from {ckpt_path}" if ckpt_path else ""), flush=True)
+          + f"; run folder {paths.root}" + (f"; resuming from {ckpt_path}" if ckpt_path else ""))
     if is_progressive(cfg):
-        print("progressive stages: " + "; ".join(
+        _say("progressive stages: " + "; ".join(
             f"epochs {s.start + 1}-{s.end} at {s.image_size}px, batch {s.batch_size}, lr x{s.lr_scale:.2f}, "
             f"magnitude {s.magnitude}, mixup {s.mixup_alpha:.2f}, dropout {s.drop_rate:.2f}, "
-            f"drop-path {s.drop_path_rate:.2f}" for s in stages), flush=True)
+            f"drop-path {s.drop_path_rate:.2f}" for s in stages))
     t0 = time.time()
     with torch_threads(cfg.trainer.cpu_threads):
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         except FitInterrupted as exc:
-            print(f"taxotrain fit: {exc}; saved {paths.last}. Resume with: taxotrain fit --resume auto "
-                  f"run.dir={shlex.quote(str(paths.root))}", file=sys.stderr, flush=True)
+            if process_rank() == 0:
+                print(f"taxotrain fit: {exc}; saved {paths.last}. Resume with: taxotrain fit --resume auto "
+                      f"run.dir={shlex.quote(str(paths.root))}", file=sys.stderr, flush=True)
             raise KeyboardInterrupt from exc
     if cfg.trainer.calibrate and trainer.is_global_zero:  # one process rewrites the checkpoints
         from taxotrain.training.calibration import calibrate_run
@@ -270,4 +292,4 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
                             threads=cfg.trainer.cpu_threads).summary(), flush=True)
     score = checkpoint.best_model_score
     return FitResult(paths.root, paths.best, monitor, float(score) if score is not None else None,
-                     trainer.current_epoch, time.time() - t0)
+                     trainer.current_epoch, time.time() - t0, trainer.global_rank)

@@ -59,6 +59,8 @@ class GracefulInterrupt(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        if trainer.world_size > 1:  # every process stops after the same step, or the others would wait forever
+            self.requested = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
         if self.requested:
             point = getattr(trainer.datamodule, "resume_point", None)
             if isinstance(point, ResumePoint):

@@ -52,6 +52,7 @@ class TaskModule(L.LightningModule):
         self.val_metrics = task.metrics()
         self._train_loss_sum = 0.0
         self._train_batches = 0
+        self._synced_loss_mean: float | None = None
         self.channels_last = self.config.trainer.channels_last
         if self.channels_last:
             to_channels_last(self.model)
@@ -81,6 +82,7 @@ class TaskModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._train_loss_sum, self._train_batches = 0.0, 0
+        self._synced_loss_mean = None
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # the scheduler steps after this batch's optimizer step and sets the LR of the next batch
@@ -95,8 +97,18 @@ class TaskModule(L.LightningModule):
 
     @property
     def train_loss_mean(self) -> float:
-        """Mean training loss over the current epoch's batches so far."""
+        """Mean training loss over the current epoch's batches so far; under DDP, once the epoch's validation has
+        started, the mean over every process's batches."""
+        if self._synced_loss_mean is not None:
+            return self._synced_loss_mean
         return self._train_loss_sum / max(1, self._train_batches)
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.world_size > 1 and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            # every process runs this hook, so metrics.csv (written by process 0) gets the mean over all shards
+            both = torch.tensor([self._train_loss_sum, float(self._train_batches)], device=self.device)
+            both = self.trainer.strategy.reduce(both, reduce_op="sum")
+            self._synced_loss_mean = float(both[0]) / max(1.0, float(both[1]))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self.task.validation_step(self.model, batch)
