@@ -366,8 +366,8 @@ class TuneConfig(_Section):
         None, gt=0, description="seconds after which no new trial starts (the running one finishes); null = none"
     )
     storage: str | None = Field(
-        None, description="Optuna storage URL; null = sqlite:///<run.dir>/study.db. A PostgreSQL URL "
-        "(postgresql://user:pw@host/db) lets several machines share one study"
+        None, description="Optuna storage URL; null = sqlite:///<run.dir>/study.db. journal:/shared/study.log (a "
+        "journal file on a shared file system) or postgresql://user:pw@host/db lets several machines share one study"
     )
     study_name: str | None = Field(None, description="study name in the storage; null = the run folder's name")
     max_failures: int = Field(3, ge=1, description="consecutive failed trials after which the study stops "

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from taxotrain.data.store import Store
 from taxotrain.training.datamodule import drops_last_batch
@@ -128,3 +129,26 @@ def test_killed_two_process_run_resumes_to_the_same_epoch_count(plankton_store: 
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
     n = len(Store(plankton_store).splits["train"])
     assert int(rows[-1]["step"]) == _steps(-(-n // 2), batch) * 4
+
+
+def test_gradnorm_mixing_stages_and_balanced_sampling_train_under_ddp(plankton_store: Path, tmp_path: Path) -> None:
+    # the training features with state or per-batch logic of their own, together in one 2-process run
+    run = tmp_path / "all"
+    args = [*_args(plankton_store, run, epochs=2), "data.batch_size=16", *DDP, "loss.weighting=gradnorm",
+            "loss.smoothing=taxonomic", "mix.mixup_alpha=0.4", "mix.within=group", "progressive.num_stages=2",
+            "progressive.start_size=24", "data.sampler=balanced"]
+    out = _fit(args).stdout
+    assert "progressive stages: epochs 1-1 at 24px" in out
+    rows = _rows(run)
+    assert [int(r["epoch"]) for r in rows] == [0, 1] and [r["image_size"] for r in rows] == ["24", "32"]
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    weights = state["gradnorm.weights"]
+    assert not torch.allclose(weights, torch.ones_like(weights))  # GradNorm moved its weights
+    assert float(weights.sum()) == pytest.approx(len(weights), rel=1e-4)
+
+
+def test_sync_batchnorm_on_the_cpu_is_one_line(plankton_store: Path, tmp_path: Path) -> None:
+    done = subprocess.run([*RUN, *_args(plankton_store, tmp_path / "sbn"), *DDP, "trainer.sync_batchnorm=true"],
+                          env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "trainer.sync_batchnorm needs GPUs" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "sbn" / "checkpoints").exists()

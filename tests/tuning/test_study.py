@@ -212,3 +212,27 @@ def test_a_metric_the_store_lacks_is_refused_before_the_first_trial(plankton_sto
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "tune.metric" in err and "val/acc_speciez" in err, err
     assert not (tmp_path / "s" / "trials").exists() and not (tmp_path / "s" / "study.db").exists()
+
+
+def test_two_tune_processes_share_one_study_without_running_a_trial_twice(plankton_store: Path,
+                                                                          tmp_path: Path) -> None:
+    # as two machines on a shared file system would: one study folder, one journal file, two `taxotrain tune`
+    study, journal = tmp_path / "shared", tmp_path / "journal" / "study.log"
+    args = [*_args(plankton_store, study, f"tune.storage=journal:{journal}", "tune.max_trials=8",
+                   "tune.max_epochs_per_trial=1", "trainer.max_epochs=1", "trainer.cpu_threads=1")]
+    procs = [subprocess.Popen([sys.executable, "-m", "taxotrain.cli", "tune", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=_env()) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert not (study / "study.db").exists()  # the journal holds the study
+    shared = optuna.load_study(study_name=study.name, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))))
+    trials = shared.trials
+    assert sorted(t.number for t in trials) == list(range(8))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["run_dir"] for t in trials}) == 8
+    assert {t.user_attrs["pid"] for t in trials} == {p.pid for p in procs}  # both processes took trials
+    started = [ln for out in outs for ln in out.splitlines() if " started: " in ln]
+    assert len(started) == 8 and len({ln.split(" started: ")[0].split()[-1] for ln in started}) == 8
+    assert len(_rows(study / "trials.csv")) == 8
+    assert all((study / "trials" / f"{n:04d}" / "metrics.csv").is_file() for n in range(8))

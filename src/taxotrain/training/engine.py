@@ -192,6 +192,10 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
     if cfg.model.backbone == AUTO:
         with torch_threads(cfg.trainer.cpu_threads):
             cfg = select_backbone(cfg, store, paths)
+    on_cpu = cfg.trainer.accelerator == "cpu" or (cfg.trainer.accelerator == "auto" and not torch.cuda.is_available())
+    if cfg.trainer.sync_batchnorm and on_cpu:
+        raise ConfigError("trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm does not run on the CPU); "
+                          "remove it, or raise data.batch_size per process instead")
     stages = expand_stages(cfg)
     task = create_task(cfg, store=store, stages=stages)
     task.check_config()

@@ -17,8 +17,30 @@ HEARTBEAT_S = 60  # the study loop records a heartbeat per running trial; other 
 GRACE_S = 300
 
 
-def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage; SQLite waits for locks instead of failing when trial and loop write at once."""
+JOURNAL = "journal:"
+
+
+def journal_path(url: str) -> Path | None:
+    """The file of a journal storage URL (``journal:/shared/study.log``, ``journal:///abs/study.log`` or a path
+    ending in ``.log``/``.journal``); ``None`` for an RDB URL."""
+    if url.startswith(JOURNAL):
+        rest = url[len(JOURNAL):]
+        return Path(rest[2:] if rest.startswith("//") else rest)
+    if "://" not in url and url.endswith((".log", ".journal")):
+        return Path(url)
+    return None
+
+
+def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.BaseStorage:
+    """Optuna's journal file storage (a plain file, shareable over a network file system by processes on many
+    machines) for a journal URL; otherwise an RDB storage, where SQLite waits for locks instead of failing when
+    trial and loop write at once."""
+    journal = journal_path(url)
+    if journal is not None:
+        from optuna.storages.journal import JournalFileBackend
+
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     # heartbeats are marked experimental and "meant for Study.optimize"; we record them ourselves (run_trial)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

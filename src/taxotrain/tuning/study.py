@@ -17,6 +17,7 @@ COMPLETE or PRUNED.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -341,16 +343,17 @@ def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
     t0, failures = time.time(), 0
     try:
         while not interrupts.count:
-            states = [t.state for t in study.get_trials(deepcopy=False)]
-            busy = sum(s in FINISHED for s in states) + states.count(TrialState.RUNNING)
-            if busy >= cfg.tune.max_trials:
-                break
             if cfg.tune.timeout is not None and time.time() - t0 > cfg.tune.timeout:
                 log(f"tune.timeout {cfg.tune.timeout:g} s reached; no new trial is started")
                 break
-            trial = study.ask()
-            trial.set_user_attr("host", socket.gethostname())
-            trial.set_user_attr("pid", os.getpid())
+            with _asking(study_dir):  # other tune processes on this study count and ask one at a time
+                states = [t.state for t in study.get_trials(deepcopy=False)]
+                busy = sum(s in FINISHED for s in states) + states.count(TrialState.RUNNING)
+                if busy >= cfg.tune.max_trials:
+                    break
+                trial = study.ask()
+                trial.set_user_attr("host", socket.gethostname())
+                trial.set_user_attr("pid", os.getpid())
             params = suggest(trial, cfg.tune.space)
             shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
             log(f"trial {trial.number} started: {shown}")
@@ -388,6 +391,21 @@ def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
         log(f"final fit with the best params for {final.trainer.max_epochs} epochs into {final.run.dir}")
         result.final = fit(final, resume="auto")
     return result
+
+
+@contextlib.contextmanager
+def _asking(study_dir: Path) -> Iterator[None]:
+    """Hold the study folder's ask lock: two tune processes sharing a study (one machine, or several on a shared
+    file system) never both start a trial past ``tune.max_trials``. Processes on other machines that share only
+    an RDB URL, not the folder, can overshoot by one trial each at the very end."""
+    import fcntl
+
+    with (study_dir / ".ask.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, params: dict[str, Any], out: Outcome, seconds: float) -> bool:
