@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "of their perceptual hashes two near-duplicates may differ in (default 24; docs/data.md)")
     s.add_argument("--no-leak-check", action="store_true", help="images: skip the leak check (it compares every "
                    "pair of images: minutes past a few hundred thousand)")
+    s.add_argument("--holdout-classes", metavar="F|FILE", help="images: move whole classes out of train/val/test "
+                   "into a 'heldout' split (new species for few-shot and open-set evaluation): a fraction of the "
+                   "classes, e.g. 0.2, or a file with one class name per line")
+    s.add_argument("--holdout-rank", metavar="RANK", help="the rank --holdout-classes picks classes at (default: "
+                   "the finest)")
     s.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists (runs trained on the old "
                    "store can then no longer be evaluated on it)")
@@ -223,7 +228,8 @@ def _prepare_images(args: argparse.Namespace) -> None:
                             val=0.1 if args.val is None else args.val, test=0.1 if args.test is None else args.test,
                             seed=args.seed or 0, workers=args.workers, overwrite=args.overwrite,
                             group_by=args.group_by, dedupe=args.dedupe, ecotaxa=args.ecotaxa, coco_ct=args.coco_ct,
-                            near_distance=args.near_distance, leak_check=not args.no_leak_check)
+                            near_distance=args.near_distance, leak_check=not args.no_leak_check,
+                            holdout_classes=args.holdout_classes, holdout_rank=args.holdout_rank)
     _report(result)
 
 

@@ -18,8 +18,14 @@ from taxotrain.data.duplicates import NEAR_DISTANCE, FirstOfEach, duplicate_pair
 from taxotrain.data.ingest import Ingested, IngestError, from_folder, from_manifest
 from taxotrain.data.report import PrepareResult, refuse_existing, report_path, write_report
 from taxotrain.data.specs import IMAGE_KIND
-from taxotrain.data.split import class_mix_distance, grouped_split, stratified_split
-from taxotrain.data.store import StoreWriter
+from taxotrain.data.split import (
+    choose_holdout,
+    class_mix_distance,
+    grouped_split,
+    holdout_split,
+    stratified_split,
+)
+from taxotrain.data.store import HELDOUT, StoreWriter
 from taxotrain.data.verify import Verified, verify_image
 from taxotrain.files import atomic_path
 
@@ -44,6 +50,8 @@ def prepare_images(
     coco_ct: Path | None = None,
     near_distance: int = NEAR_DISTANCE,
     leak_check: bool = True,
+    holdout_classes: str | None = None,
+    holdout_rank: str | None = None,
 ) -> PrepareResult:
     """Ingest images from a class-folder tree (``source``) or a ``manifest`` CSV into the store ``out``.
 
@@ -57,7 +65,9 @@ def prepare_images(
     (``none``: no groups). Every prepare lists the exact and near-duplicate images that straddle splits in
     ``<stem>.leaks.csv``; ``dedupe`` keeps only the first of each set of copies. Near means perceptual hashes at
     most ``near_distance`` bits apart (of 256); the check compares every pair (N^2/2), so ``leak_check=False`` skips
-    it for corpora of millions.
+    it for corpora of millions. ``holdout_classes`` (a fraction of the classes at ``holdout_rank``, default the
+    finest, or a file of class names) moves those classes' records out of train/val/test into a ``heldout`` split:
+    new species for few-shot and open-set evaluation.
     """
     refuse_existing(Path(out), overwrite)
     if not 0 <= near_distance <= 256:
@@ -95,17 +105,22 @@ def prepare_images(
         if not kept:
             raise IngestError(f"no readable image in {origin}; see the reasons in {report_path(out)}")
         labels = np.stack([ingested.taxonomy.encode(ingested.records[i].names) for i, _ in kept])
+        heldout = _heldout(labels, ingested, holdout_classes, holdout_rank, seed)
+        rest = np.setdiff1d(np.arange(len(labels)), heldout) if heldout is not None else np.arange(len(labels))
         if group_by is None:
-            splits, too_small = stratified_split(labels, val, test, seed)
+            local, too_small = stratified_split(labels[rest], val, test, seed)
         else:
-            groups = [ingested.records[i].group for i, _ in kept]
-            splits, too_small = grouped_split(labels, groups, val, test, seed), []
-            empty = [name for name, f in (("val", val), ("test", test)) if f > 0 and len(splits[name]) == 0]
+            groups = [ingested.records[kept[i][0]].group for i in rest]
+            local, too_small = grouped_split(labels[rest], groups, val, test, seed), []
+            empty = [name for name, f in (("val", val), ("test", test)) if f > 0 and len(local[name]) == 0]
             if empty:
                 raise IngestError(f"--group-by {group_by}: only {len(set(groups))} group(s), too few to give "
                                   f"{' and '.join(empty)} a whole group each; group by a finer column, or "
                                   f"--group-by none")
-        distance = class_mix_distance(labels, splits)
+        distance = class_mix_distance(labels[rest], local)
+        splits = {name: rest[idx] for name, idx in local.items()}
+        if heldout is not None:
+            splits[HELDOUT] = heldout
         grouping = {"group_by": group_by, "class_mix_distance": json.dumps(distance)}
         _write_store(out, spool, ingested, kept, labels, splits, origin, seed, val, test, grouping)
         write_report(report_path(out), ingested.skipped + skipped)
@@ -126,6 +141,22 @@ def prepare_images(
     extra = "; ".join(parts)
     return PrepareResult(out, report_path(out), len(kept), len(ingested.skipped) + len(skipped), classes,
                          {k: len(v) for k, v in splits.items()}, len(too_small), extra=extra)
+
+
+def _heldout(labels: np.ndarray, ingested: Ingested, spec: str | None, rank: str | None,
+             seed: int) -> np.ndarray | None:
+    """The records of the classes ``--holdout-classes`` holds out (``None`` when it is not given)."""
+    if spec is None:
+        return None
+    ranks = list(ingested.ranks)
+    if rank is not None and rank not in ranks:
+        raise IngestError(f"--holdout-rank {rank}: not one of the ranks ({', '.join(ranks)})")
+    r = ranks.index(rank) if rank is not None else len(ranks) - 1
+    try:
+        classes = choose_holdout(labels, ingested.taxonomy.names[r], r, spec, seed)
+    except ValueError as exc:
+        raise IngestError(str(exc)) from None
+    return holdout_split(labels, r, classes)
 
 
 def _verified(paths: list[Path], workers: int) -> Iterator[Verified]:

@@ -37,6 +37,8 @@ class PrepareResult:
         """One line: counts, classes per rank, splits and where the skip report is."""
         ranks = ", ".join(f"{n} {r}" for r, n in self.classes.items())
         splits = "/".join(str(self.splits[s]) for s in ("train", "val", "test"))
+        if "heldout" in self.splits:
+            splits += f", {self.splits['heldout']} in held-out classes"
         small = f"; {self.train_only} class(es) too small to split kept in train" if self.train_only else ""
         extra = f"; {self.extra}" if self.extra else ""
         return (f"prepared {self.kept} {self.what} ({ranks}; train/val/test {splits}{extra}) -> {self.store}; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,3 +118,38 @@ def class_mix_distance(labels: np.ndarray, splits: dict[str, np.ndarray]) -> dic
         mix = np.bincount(strata[idx], minlength=len(whole)) / len(idx)
         out[name] = round(float(0.5 * np.abs(mix - whole).sum()), 4)
     return out
+
+
+def choose_holdout(labels: np.ndarray, names: list[str], rank: int, spec: str, seed: int) -> list[int]:
+    """The classes at ``rank`` to hold out: ``spec`` is a fraction of the classes that have records (drawn with
+    ``seed``) or a file with one class name per line (its first CSV column). Raises ``ValueError`` with a one-line
+    reason for a bad fraction or a name the data does not hold."""
+    present = sorted({int(c) for c in labels[:, rank] if c != NULL})
+    try:
+        fraction = float(spec)
+    except ValueError:
+        fraction = None
+    if fraction is not None:
+        if not 0 < fraction < 1:
+            raise ValueError(f"--holdout-classes {spec}: give a fraction in (0, 1), or a file of class names")
+        count = max(1, int(round(fraction * len(present))))
+        if count >= len(present):
+            raise ValueError(f"--holdout-classes {spec} would hold out all {len(present)} classes; give a smaller "
+                             "fraction")
+        return sorted(int(c) for c in np.random.default_rng(seed + 104_729).choice(present, count, replace=False))
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"--holdout-classes {spec}: neither a fraction nor a file; give e.g. 0.2 or classes.txt "
+                         "(one class name per line)")
+    wanted = [ln.split(",")[0].strip() for ln in path.read_text().splitlines() if ln.strip()]
+    lookup = {n: i for i, n in enumerate(names)}
+    unknown = [w for w in wanted if lookup.get(w) not in present]
+    if unknown:
+        raise ValueError(f"--holdout-classes {spec}: {len(unknown)} name(s) are no class with records at this rank, "
+                         f"e.g. {unknown[0]!r}; check the spelling against the taxonomy")
+    return sorted({lookup[w] for w in wanted})
+
+
+def holdout_split(labels: np.ndarray, rank: int, classes: list[int]) -> np.ndarray:
+    """Indices of the records whose class at ``rank`` is one of ``classes``."""
+    return np.flatnonzero(np.isin(labels[:, rank], classes)).astype(np.int64)

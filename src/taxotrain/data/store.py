@@ -8,6 +8,7 @@ Layout common to every store::
     labels           int32 [N, R]    label index per rank, -1 = null (unknown at this rank)
     taxonomy/        ranks attr; rank{r}/names, rank{r}/parent, rank{r}/ancestors
     splits/train, splits/val, splits/test    int64 record indices
+    splits/heldout                           optional: records of whole classes kept out of the other splits
 
 and one payload:
 
@@ -44,6 +45,7 @@ from taxotrain.taxonomy import NULL, Taxonomy
 FORMAT = "taxotrain-store"
 READS_UP_TO = 2
 SPLITS = ("train", "val", "test")
+HELDOUT = "heldout"  # optional split: whole classes kept out of train/val/test (prepare --holdout-classes)
 HASH_CHUNK = 16 << 20
 
 
@@ -127,8 +129,8 @@ class Store:
             self.kind: str = self.attrs.get("kind", IMAGE_KIND)
             self.taxonomy = Taxonomy.from_h5(f["taxonomy"])
             self.labels = np.asarray(f["labels"][()], dtype=np.int64).reshape(-1, len(self.taxonomy.ranks))
-            self.splits = {s: np.asarray(f["splits"][s][()], dtype=np.int64) for s in SPLITS}
-            self.paths = [p.decode() if isinstance(p, bytes) else str(p) for p in f["records/path"][()]]
+            self.splits = {s: np.asarray(f["splits"][s][()], dtype=np.int64) for s in (*SPLITS, HELDOUT)
+                           if s in f["splits"]}
             layout = next((p for p in PAYLOADS if p.group in f), None)
             if layout is None:
                 raise StoreError(f"{self.path} holds no record payload ({', '.join(p.group for p in PAYLOADS)}); "
@@ -136,6 +138,16 @@ class Store:
             self.payload = layout(f)
         self._data: np.ndarray | None = None
         self._pid: int | None = None
+        self._paths: list[str] | None = None
+
+    @property
+    def paths(self) -> list[str]:
+        """Each record's source path (images) or id (signals), read on first use: training never needs them, so a
+        store of millions of records costs only its label arrays in memory there."""
+        if self._paths is None:
+            with h5py.File(self.path, "r") as f:
+                self._paths = [p.decode() if isinstance(p, bytes) else str(p) for p in f["records/path"][()]]
+        return self._paths
 
     def read_phashes(self) -> np.ndarray | None:
         """Each image's 256-bit perceptual hash as 4 uint64 words (``records/phash``, ``[N, 4]``, for leak checks),
@@ -148,7 +160,7 @@ class Store:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_data"], state["_pid"] = None, None
+        state["_data"], state["_pid"], state["_paths"] = None, None, None
         return state
 
     @property
@@ -226,8 +238,9 @@ class StoreWriter:
         f.create_dataset("labels", data=np.asarray(labels).astype(np.int32))
         f["labels"].attrs["null"] = NULL
         taxonomy.to_h5(f.create_group("taxonomy"))
-        for name in SPLITS:
-            f.create_dataset(f"splits/{name}", data=np.asarray(splits[name], dtype=np.int64))
+        for name in (*SPLITS, HELDOUT):
+            if name in splits or name != HELDOUT:
+                f.create_dataset(f"splits/{name}", data=np.asarray(splits[name], dtype=np.int64))
 
     def encoded(self, sizes: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> h5py.Dataset:
         """Create the encoded-files payload for records of ``sizes`` bytes; returns the byte dataset to fill."""
