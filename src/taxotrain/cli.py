@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "classes, e.g. 0.2, or a file with one class name per line")
     s.add_argument("--holdout-rank", metavar="RANK", help="the rank --holdout-classes picks classes at (default: "
                    "the finest)")
-    s.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
+    s.add_argument("--workers", type=int, default=0, help="decoding (images) or parsing (Capfinder CSV signals) "
+                   "processes (default: all cores)")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists (runs trained on the old "
                    "store can then no longer be evaluated on it)")
     g = s.add_argument_group("signals (see docs/signals.md); defaults come from the prepare: section of --config")
@@ -217,7 +218,7 @@ def _prepare_signals(args: argparse.Namespace) -> None:
                           "or a .npz / X.npy file")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     _report(prepare_signals(args.source, args.out, _signal_options(args), fmt=args.format, classes=classes,
-                            overwrite=args.overwrite))
+                            overwrite=args.overwrite, workers=args.workers))
 
 
 def _prepare_images(args: argparse.Namespace) -> None:

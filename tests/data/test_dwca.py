@@ -255,7 +255,7 @@ def test_unzipped_folder_feeds_the_manifest_ingest(tmp_path: Path) -> None:
         ("media/o1_a.png", ("Delphinidae", "Tursiops", "Tursiops truncatus"), "o1"),
         ("media/o1_b.png", ("Delphinidae", "Tursiops", "Tursiops truncatus"), "o1"),
         ("media/o2.png", ("Delphinidae", "Globicephala", None), "o2")]
-    assert all(r.path.is_file() for r in ingested.records)
+    assert all(Path(r.path).is_file() for r in ingested.records)
     assert [reason for _, reason in ingested.skipped] == ["empty filepath"]  # o3 has no image
 
 

@@ -184,3 +184,19 @@ def test_bad_sources_are_one_line_errors_and_leave_no_store(tmp_path: Path,
     assert main(["prepare", str(ucr_folder("GunPoint")), "--examples-per-class", "lots", "--out",
                  str(tmp_path / "x.h5")]) == 2
     assert "examples_per_class" in capsys.readouterr().err
+
+
+def test_capfinder_parsed_by_two_processes_is_the_store_one_process_writes(tmp_path: Path) -> None:
+    X, y = _osuleaf()
+    folder = tmp_path / "caps"
+    folder.mkdir()
+    _write_capfinder(folder / "a.csv", [(f"r{i}", y[i], _joined(X[i])) for i in range(60)]
+                     + [("bad", y[0], "0.1,x"), ("nocls", "", "0.1,0.2")])
+    stores = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}.h5"
+        prepare_signals(folder, out, PrepareConfig(target_length=200), workers=workers)
+        stores[workers] = (Store(out), _report(out))
+    (one, report_one), (two, report_two) = stores[1], stores[2]
+    assert one.paths == two.paths and np.array_equal(one.data(), two.data()) and report_one == report_two
+    assert one.fingerprint == two.fingerprint and len(report_one) == 2

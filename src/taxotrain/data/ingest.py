@@ -25,11 +25,12 @@ class IngestError(TaxotrainError):
     """The input cannot be ingested as given; the message names the file and the fix."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
-    """One candidate file with its label names per rank (``None`` = unknown at that rank)."""
+    """One candidate file with its label names per rank (``None`` = unknown at that rank). Slotted, with the path
+    as a string: a prepare holds one per file, so each one's size is what its memory grows by."""
 
-    path: Path
+    path: str
     relpath: str
     names: tuple[str | None, ...]
     group: str | None = None  # what must not straddle splits (prepare --group-by), when given
@@ -130,7 +131,7 @@ def from_folder(root: Path, ranks: Sequence[str], taxonomy_csv: Path | None) -> 
             if any(part.startswith(".") for part in p.relative_to(root).parts):
                 skipped.append((rel, "hidden file"))
             else:
-                records.append(Record(p, rel, row))
+                records.append(Record(str(p), rel, row))
     return Ingested(ranks, records, taxonomy, skipped)
 
 
@@ -182,7 +183,7 @@ def from_rows(source: Path, columns: list[str], rows: list[dict[str, str]], rank
             continue
         path = Path(rel) if Path(rel).is_absolute() else base / rel
         group = (row.get(group_by) or f"\0{line}") if group_by is not None else None  # empty: a group of its own
-        records.append(Record(path, rel, names, group))
+        records.append(Record(str(path), rel, names, group))
         label_rows.append(names)
         label_sources.append(line)
     taxonomy = Taxonomy.from_rows(ranks, tax_rows + label_rows, tax_sources + label_sources)

@@ -16,6 +16,7 @@ from rich.progress import track
 
 from taxotrain.data.duplicates import NEAR_DISTANCE, FirstOfEach, duplicate_pairs
 from taxotrain.data.ingest import Ingested, IngestError, from_folder, from_manifest
+from taxotrain.data.kept import KeptImages
 from taxotrain.data.report import PrepareResult, refuse_existing, report_path, write_report
 from taxotrain.data.specs import IMAGE_KIND
 from taxotrain.data.split import (
@@ -29,7 +30,7 @@ from taxotrain.data.store import HELDOUT, StoreWriter
 from taxotrain.data.verify import Verified, verify_image
 from taxotrain.files import atomic_path
 
-COPY_CHUNK = 64 << 20
+COPY_CHUNK = 8 << 20  # spool -> store in pieces this big: a constant, whatever the corpus size
 
 
 def prepare_images(
@@ -104,13 +105,13 @@ def prepare_images(
         kept, skipped = _verify_all(ingested, spool, workers, show, near_distance if dedupe else None)
         if not kept:
             raise IngestError(f"no readable image in {origin}; see the reasons in {report_path(out)}")
-        labels = np.stack([ingested.taxonomy.encode(ingested.records[i].names) for i, _ in kept])
+        labels = np.stack([ingested.taxonomy.encode(ingested.records[i].names) for i in kept.records])
         heldout = _heldout(labels, ingested, holdout_classes, holdout_rank, seed)
         rest = np.setdiff1d(np.arange(len(labels)), heldout) if heldout is not None else np.arange(len(labels))
         if group_by is None:
             local, too_small = stratified_split(labels[rest], val, test, seed)
         else:
-            groups = [ingested.records[kept[i][0]].group for i in rest]
+            groups = [ingested.records[kept.records[i]].group for i in rest]
             local, too_small = grouped_split(labels[rest], groups, val, test, seed), []
             empty = [name for name, f in (("val", val), ("test", test)) if f > 0 and len(local[name]) == 0]
             if empty:
@@ -124,14 +125,14 @@ def prepare_images(
         grouping = {"group_by": group_by, "class_mix_distance": json.dumps(distance)}
         _write_store(out, spool, ingested, kept, labels, splits, origin, seed, val, test, grouping)
         write_report(report_path(out), ingested.skipped + skipped)
-        leaks = (write_leaks(leaks_path(out), kept, splits, [ingested.records[i].relpath for i, _ in kept],
+        leaks = (write_leaks(leaks_path(out), kept, splits, [ingested.records[i].relpath for i in kept.records],
                              near_distance) if leak_check else None)
     finally:
         spool.unlink(missing_ok=True)
     classes = dict(zip(ingested.ranks, ingested.taxonomy.num_classes, strict=True))
     parts = []
     if group_by is not None:
-        n_groups = len({ingested.records[i].group for i, _ in kept})
+        n_groups = len({ingested.records[i].group for i in kept.records})
         parts.append(f"{n_groups} groups by '{group_by}', each inside one split; class mix distance from the whole "
                      "(total variation) " + ", ".join(f"{k} {v:.3f}" for k, v in distance.items()))
     if leaks is not None:
@@ -159,7 +160,7 @@ def _heldout(labels: np.ndarray, ingested: Ingested, spec: str | None, rank: str
     return holdout_split(labels, r, classes)
 
 
-def _verified(paths: list[Path], workers: int) -> Iterator[Verified]:
+def _verified(paths: list[str], workers: int) -> Iterator[Verified]:
     workers = workers or os.cpu_count() or 1
     if workers <= 1 or len(paths) < 64:
         yield from map(verify_image, paths)
@@ -171,11 +172,12 @@ def _verified(paths: list[Path], workers: int) -> Iterator[Verified]:
 
 def _verify_all(
     ingested: Ingested, spool: Path, workers: int, show: bool, dedupe: int | None = None
-) -> tuple[list[tuple[int, Verified]], list[tuple[str, str]]]:
-    """Decode all records and append accepted bytes to ``spool``; returns kept (record index, result) and skips.
+) -> tuple[KeptImages, list[tuple[str, str]]]:
+    """Decode all records and append accepted bytes to ``spool``; returns what is kept of each accepted image and
+    the skips.
     With ``dedupe`` (a distance in bits), an image that copies one already kept (same pixels, or a perceptual hash
     at most that far) is skipped with the name of the one kept."""
-    kept: list[tuple[int, Verified]] = []
+    kept = KeptImages()
     skipped: list[tuple[str, str]] = []
     paths = [r.path for r in ingested.records]
     results = _verified(paths, workers)
@@ -187,40 +189,27 @@ def _verify_all(
                 continue
             copy = first.seen(res.phash, res.digest) if first is not None else None
             if copy is not None:
-                twin = ingested.records[kept[copy[0]][0]].relpath
+                twin = ingested.records[int(kept.records[copy[0]])].relpath
                 skipped.append((ingested.records[i].relpath, f"--dedupe: {'a copy' if copy[1] == 0 else 'a near copy'}"
                                 f" of {twin} (perceptual hashes {copy[1]} bits apart); kept that one"))
                 continue
             fh.write(res.data)
-            res.nbytes, res.data = len(res.data), b""  # the bytes now live in the spool: memory stays flat
-            kept.append((i, res))
+            kept.add(i, res, len(res.data))  # the bytes now live in the spool, a few numbers in `kept`
     return kept, skipped
 
 
-def _channel_stats(items: list[Verified]) -> dict[str, list[float]]:
-    n = sum(v.pixels for v in items)
-    sums = np.sum([v.sums for v in items], axis=0)
-    sq = np.sum([v.sq_sums for v in items], axis=0)
-    mean = sums / n
-    std = np.sqrt(np.maximum(sq / n - mean**2, 1e-12))
-    return {"mean_rgb": mean[:3].tolist(), "std_rgb": std[:3].tolist(), "mean_gray": [float(mean[3])],
-            "std_gray": [float(std[3])]}
-
-
-def _write_store(out: Path, spool: Path, ingested: Ingested, kept: list[tuple[int, Verified]], labels: np.ndarray,
+def _write_store(out: Path, spool: Path, ingested: Ingested, kept: KeptImages, labels: np.ndarray,
                  splits: dict[str, np.ndarray], origin: Path, seed: int, val: float, test: float,
                  grouping: dict[str, str | None]) -> None:
-    verified = [v for _, v in kept]
-    stats = _channel_stats([verified[i] for i in splits["train"]] or verified)
+    stats = kept.channel_stats(splits["train"] if len(splits["train"]) else None)
     attrs = {"source": str(Path(origin).resolve()), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             "seed": seed, "val_fraction": val, "test_fraction": test, "grayscale": all(v.gray for v in verified),
+             "seed": seed, "val_fraction": val, "test_fraction": test, "grayscale": bool(kept.column("gray").all()),
              "command": json.dumps(sys.argv), **stats,
              **{k: v for k, v in grouping.items() if v is not None}}
     with StoreWriter(out, IMAGE_KIND, attrs) as writer:
-        writer.write_records([ingested.records[i].relpath for i, _ in kept], labels, ingested.taxonomy, splits)
-        writer.file.create_dataset("records/phash", data=np.array([v.phash for v in verified], dtype=np.uint64))
-        data = writer.encoded(np.array([v.nbytes for v in verified]), np.array([v.height for v in verified]),
-                              np.array([v.width for v in verified]))
+        writer.write_records([ingested.records[i].relpath for i in kept.records], labels, ingested.taxonomy, splits)
+        writer.file.create_dataset("records/phash", data=kept.phashes())
+        data = writer.encoded(kept.column("nbytes"), kept.column("height"), kept.column("width"))
         with spool.open("rb") as fh:
             pos = 0
             while chunk := fh.read(COPY_CHUNK):
@@ -233,7 +222,7 @@ def leaks_path(store: Path) -> Path:
     return store.with_name(store.stem + ".leaks.csv")
 
 
-def write_leaks(path: Path, kept: list[tuple[int, Verified]], splits: dict[str, np.ndarray],
+def write_leaks(path: Path, kept: KeptImages, splits: dict[str, np.ndarray],
                 paths: list[str], near_distance: int = NEAR_DISTANCE) -> dict[str, int]:
     """Write the duplicate pairs whose two images lie in different splits to ``path`` (closest first) and count
     them (``exact``, ``near``) and every duplicate pair (``within``: both in one split)."""
@@ -242,8 +231,7 @@ def write_leaks(path: Path, kept: list[tuple[int, Verified]], splits: dict[str, 
         split_of[idx] = name
     counts = {"exact": 0, "near": 0, "within": 0}
     rows = []
-    for pair in duplicate_pairs(np.array([v.phash for _, v in kept], dtype=np.uint64), [v.digest for _, v in kept],
-                                near_distance):
+    for pair in duplicate_pairs(kept.phashes(), kept.digests(), near_distance):
         if split_of[pair.a] == split_of[pair.b]:
             counts["within"] += 1
             continue

@@ -58,19 +58,20 @@ def _choose(labels: list[str | None], candidates: list[int], per_class: int | st
 
 
 def prepare_signals(source: Path, out: Path, options: PrepareConfig | None = None, fmt: str | None = None,
-                    classes: Sequence[str] | None = None, overwrite: bool = False) -> PrepareResult:
+                    classes: Sequence[str] | None = None, overwrite: bool = False, workers: int = 0) -> PrepareResult:
     """Read the signal source ``source`` (see ``taxotrain.data.signals``) into the store ``out``.
 
     ``options`` holds ``target_length``, ``examples_per_class``, ``znorm``, ``val``, ``test`` and ``seed``;
     ``classes`` optionally lists the allowed class names (a row of any other class is reported, not stored). Bad
     rows are listed (where, reason) in ``<stem>.report.csv`` next to the store. With an official test split (UCR
-    folder) the TEST file is the test split, val comes from TRAIN, and downsampling touches TRAIN only.
+    folder) the TEST file is the test split, val comes from TRAIN, and downsampling touches TRAIN only. Readers
+    that parse text (Capfinder CSVs) do so with ``workers`` processes (0 = every core).
     """
     refuse_existing(Path(out), overwrite)
     opts = options or PrepareConfig()
     if opts.val + opts.test >= 1:
         raise IngestError(f"val {opts.val} and test {opts.test} must sum to less than 1")
-    reader = create_reader(source, fmt)
+    reader = create_reader(source, fmt, workers=workers)
     allowed = set(classes) if classes else None
     labels, lengths, official, skipped, ok = [], [], [], [], []
     test_where: dict[int, str] = {}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import multiprocessing as mp
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,8 +44,9 @@ class SignalReader:
     #: True when the source carries an official train/test split (UCR ``_TRAIN``/``_TEST`` files)
     has_official_split = False
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, workers: int = 1) -> None:
         self.path = Path(path)
+        self.workers = workers  # processes a reader may parse with (0 = every core); readers that gain use it
 
     @classmethod
     def accepts(cls, path: Path) -> bool:
@@ -74,8 +77,9 @@ def list_readers() -> list[str]:
     return sorted(_READERS)
 
 
-def create_reader(path: str | Path, name: str | None = None) -> SignalReader:
-    """The reader registered as ``name``, or the first that accepts ``path`` when ``name`` is ``None``.
+def create_reader(path: str | Path, name: str | None = None, workers: int = 1) -> SignalReader:
+    """The reader registered as ``name``, or the first that accepts ``path`` when ``name`` is ``None``; it may
+    parse with ``workers`` processes (0 = every core).
 
     Example:
         >>> reader = create_reader(ucr_folder("GunPoint"))
@@ -90,10 +94,10 @@ def create_reader(path: str | Path, name: str | None = None) -> SignalReader:
             raise IngestError(f"unknown signal format '{name}'; choose one of: {', '.join(list_readers())}")
         if not _READERS[name].accepts(path):
             raise IngestError(f"{path} is not a {name} source (see docs/signals.md for the layouts)")
-        return _READERS[name](path)
+        return _READERS[name](path, workers)
     for cls in _READERS.values():
         if cls.accepts(path):
-            return cls(path)
+            return cls(path, workers)
     raise IngestError(f"{path}: not a signal source; give a Capfinder CSV (or a folder of them), a .ts file or a "
                       "folder with <Name>_TRAIN.ts and <Name>_TEST.ts, or a .npz / X.npy+y.npy pair")
 
@@ -159,6 +163,18 @@ class CapfinderCSV(SignalReader):
         return [self.path]
 
     def rows(self) -> Iterator[SignalRow]:
+        raw = self._raw_rows()
+        workers = self.workers or os.cpu_count() or 1
+        if workers <= 1:
+            yield from map(_parse_row, raw)
+            return
+        # turning text into numbers is the slow part: worker processes parse, in order, while this one reads
+        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        with ctx.Pool(workers) as pool:
+            yield from pool.imap(_parse_row, raw, chunksize=16)
+
+    def _raw_rows(self) -> Iterator[tuple[str, str | None, str | None, str, str]]:
+        """``(read id, label, series text, where, reason)`` per row, unparsed."""
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a nanopore read is far beyond the 128 kB default
         for path in self.files():
             with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -176,18 +192,25 @@ class CapfinderCSV(SignalReader):
                         continue
                     read_id = row[i_id].strip() if i_id is not None and i_id < len(row) else str(line - 2)
                     if len(row) <= i_ts:
-                        yield SignalRow(read_id, None, None, where, f"{len(row)} field(s), expected {len(header)}; "
-                                        "quote the timeseries field")
+                        yield read_id, None, None, where, (f"{len(row)} field(s), expected {len(header)}; quote "
+                                                           "the timeseries field")
                         continue
                     if len(row) > len(header):
-                        yield SignalRow(read_id, None, None, where, f"{len(row)} fields, expected {len(header)}; "
-                                        "quote the timeseries field")
+                        yield read_id, None, None, where, (f"{len(row)} fields, expected {len(header)}; quote the "
+                                                           "timeseries field")
                         continue
                     label = (row[i_cls].strip() or None) if i_cls is not None else None
-                    values, reason = parse_series(row[i_ts])
-                    if not reason and i_cls is not None and label is None:
-                        reason = "empty cap_class"
-                    yield SignalRow(read_id, label, values, where, reason)
+                    empty_class = i_cls is not None and label is None
+                    yield read_id, label, row[i_ts], where, "empty cap_class" if empty_class else ""
+
+
+def _parse_row(raw: tuple[str, str | None, str | None, str, str]) -> SignalRow:
+    """A Capfinder row with its series parsed (a module-level function: worker processes run it)."""
+    read_id, label, text, where, reason = raw
+    if text is None:
+        return SignalRow(read_id, None, None, where, reason)
+    values, bad = parse_series(text)
+    return SignalRow(read_id, label, values, where, bad or reason)
 
 
 # ------------------------------------------------------------------------------------------------ UCR / UEA .ts

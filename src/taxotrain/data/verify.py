@@ -44,10 +44,10 @@ class Verified:
     digest: str = ""
 
 
-def verify_image(path: Path) -> Verified:
+def verify_image(path: str | Path) -> Verified:
     """Read and fully decode ``path``; never raises."""
     try:
-        raw = path.read_bytes()
+        raw = Path(path).read_bytes()
     except OSError as exc:
         return Verified(False, f"unreadable: {exc.strerror or exc}")
     return verify_bytes(raw)
