@@ -106,6 +106,18 @@ class Taxonomy(Tree):
                 break
         return out
 
+    def encode_many(self, rows: Iterable[Row], count: int) -> np.ndarray:
+        """:meth:`encode` of ``count`` rows into one ``[count, R]`` array; rows repeat (one per class, typically), so
+        each distinct row is encoded once and the memory is that of the result."""
+        out = np.empty((count, len(self.ranks)), dtype=np.int64)
+        seen: dict[Row, np.ndarray] = {}
+        for i, row in enumerate(rows):
+            code = seen.get(row)
+            if code is None:
+                code = seen[row] = self.encode(row)
+            out[i] = code
+        return out
+
     # ------------------------------------------------------------------ (de)serialising
 
     def to_h5(self, group: Any) -> None:

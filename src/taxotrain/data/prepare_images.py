@@ -105,7 +105,7 @@ def prepare_images(
         kept, skipped = _verify_all(ingested, spool, workers, show, near_distance if dedupe else None)
         if not kept:
             raise IngestError(f"no readable image in {origin}; see the reasons in {report_path(out)}")
-        labels = np.stack([ingested.taxonomy.encode(ingested.records[i].names) for i in kept.records])
+        labels = ingested.taxonomy.encode_many((ingested.records[i].names for i in kept.records), len(kept))
         heldout = _heldout(labels, ingested, holdout_classes, holdout_rank, seed)
         rest = np.setdiff1d(np.arange(len(labels)), heldout) if heldout is not None else np.arange(len(labels))
         if group_by is None:

@@ -15,12 +15,12 @@ MIN_TO_STRATIFY = 3
 def _strata(labels: np.ndarray, with_keys: bool = False) -> Any:
     """Each record's stratum, its deepest known label, as one integer code per (depth, label) in sorted order;
     with ``with_keys`` also the ``(depth, label)`` of each code."""
-    keys = []
-    for row in labels:
-        known = np.flatnonzero(row != NULL)
-        depth = int(known[-1]) if len(known) else -1
-        keys.append((depth, int(row[depth]) if depth >= 0 else NULL))
-    unique, index = np.unique(np.array(keys, dtype=np.int64).reshape(-1, 2), axis=0, return_inverse=True)
+    labels = np.asarray(labels, dtype=np.int64).reshape(len(labels), -1)
+    known = labels != NULL
+    # the deepest known rank of each row (-1 for a row known at no rank), and its label there
+    depth = np.where(known.any(1), labels.shape[1] - 1 - np.argmax(known[:, ::-1], axis=1), -1)
+    label = np.where(depth >= 0, labels[np.arange(len(labels)), np.maximum(depth, 0)], NULL)
+    unique, index = np.unique(np.stack([depth, label], axis=1), axis=0, return_inverse=True)
     index = index.reshape(-1)
     return (index, [tuple(int(v) for v in u) for u in unique]) if with_keys else index
 
