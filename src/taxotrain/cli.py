@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "finest rank (--taxonomy for the others); grouped by location; file names relative to SOURCE if "
                    "given, else to the JSON")
     s.add_argument("--taxonomy", type=Path, help="CSV with one column per rank; the finest matches the folder names")
+    s.add_argument("--dwca", type=Path, metavar="ARCHIVE.zip", help="a Darwin Core Archive: with a multimedia "
+                   "extension, an image store (images relative to SOURCE, or packed in the archive); without, an "
+                   "occurrence store of labels with place and date, for a place/date prior; --ranks picks Darwin "
+                   "Core columns, e.g. order,family,genus,scientificName (docs/data.md)")
     s.add_argument("--ranks", help="rank columns coarse to fine, comma-separated, e.g. family,genus,species")
     s.add_argument("--out", type=Path, required=True, help="store to write, e.g. plankton.h5")
     s.add_argument("--val", type=float, help="validation fraction (default 0.1; for signals, prepare.val of --config)")
@@ -230,7 +234,7 @@ def _prepare_images(args: argparse.Namespace) -> None:
                             seed=args.seed or 0, workers=args.workers, overwrite=args.overwrite,
                             group_by=args.group_by, dedupe=args.dedupe, ecotaxa=args.ecotaxa, coco_ct=args.coco_ct,
                             near_distance=args.near_distance, leak_check=not args.no_leak_check,
-                            holdout_classes=args.holdout_classes, holdout_rank=args.holdout_rank)
+                            holdout_classes=args.holdout_classes, holdout_rank=args.holdout_rank, dwca=args.dwca)
     _report(result)
 
 
@@ -257,9 +261,24 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         run_dir = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("run.dir=")), None)
         if run_dir and RunPaths(Path(run_dir)).config.is_file():
             cfg_path = RunPaths(Path(run_dir)).config
+def _prepare_occurrences(args: argparse.Namespace) -> None:
+    from taxotrain.data.prepare_occurrences import default_dwca_ranks, prepare_occurrences
+
+    source = args.dwca or args.manifest
+    ranks = (_resolve_ranks(args.ranks, None) if args.ranks else default_dwca_ranks(source) if args.dwca
+             else _resolve_ranks(None, args.manifest))
+    _report(prepare_occurrences(source, args.out, ranks, taxonomy=args.taxonomy,
+                                val=0.1 if args.val is None else args.val, test=0.1 if args.test is None else args.test,
+                                seed=args.seed or 0, group_by=args.group_by, overwrite=args.overwrite))
+
+
     cfg = load_config(cfg_path, args.overrides, params=args.params)
     if args.print_config:
         sys.stdout.write(dump_yaml(cfg))
+    if args.dwca is not None and not args.ranks:
+        from taxotrain.data.prepare_occurrences import default_dwca_ranks
+
+        args.ranks = ",".join(default_dwca_ranks(args.dwca))
         return
     from taxotrain.training.engine import fit
 
@@ -277,8 +296,18 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, params=args.params)  # config errors before the heavy imports
     from taxotrain.tuning import tune
 
+    from taxotrain.data.prepare_occurrences import dwca_has_images, manifest_has_files
     result = tune(cfg, then_fit=args.then_fit)
     best = f"{result.best_value:.4f} (trial {result.best_number})" if result.best_value is not None else "n/a"
+    if args.dwca is not None:
+        from taxotrain.data.dwca import read_dwca
+
+        (_prepare_images if dwca_has_images(read_dwca(args.dwca)) else _prepare_occurrences)(args)
+        return
+    if args.manifest is not None and not manifest_has_files(args.manifest):
+        _prepare_occurrences(args)  # occurrence records with no image: a place/date prior's data
+        return
+
     print(f"tune {'interrupted' if result.interrupted else 'done'}: " + ", ".join(
         f"{n} {s}" for s, n in result.states.items()) + f"; best {best}; report {result.study_dir / 'study.html'}")
     if "best_params" in result.files:

@@ -69,6 +69,9 @@ def test_ecotaxa_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     with (tmp_path / "eco.report.csv").open(newline="") as fh:
         reasons = [r[-1] for r in csv.reader(fh)][1:]
     assert len(reasons) == 3 and all("object_annotation_status is 'predicted'" in r for r in reasons)
+    meta = store.metadata()  # object_lat/lon, object_date/time as place and date metadata
+    assert bool(meta["place_valid"].all()) and meta["lat"][0] == pytest.approx(43.68)
+    assert set(meta["day_of_year"].tolist()) == {132.0} and set(meta["hour"].tolist()) == {10.25}
 
     capsys.readouterr()
     bad = tmp_path / "not_ecotaxa.tsv"
@@ -111,6 +114,8 @@ def test_coco_camera_traps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     with (tmp_path / "cct.report.csv").open(newline="") as fh:
         reasons = sorted(r[-1] for r in list(csv.reader(fh))[1:])
     assert reasons[0].startswith("2 categories in one image") and reasons[1] == "no annotation"
+    meta = store.metadata()  # the image's datetime as its date and hour
+    assert set(meta["day_of_year"].tolist()) == {152.0} and set(meta["hour"].tolist()) == {10.0}
 
     capsys.readouterr()
     assert main(["prepare", str(tmp_path), "--coco-ct", str(coco), "--ranks", "group,class",

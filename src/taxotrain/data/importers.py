@@ -63,14 +63,31 @@ def from_ecotaxa(tsv: Path, ranks: Sequence[str], taxonomy_csv: Path | None = No
         category = row.get(ECOTAXA_CATEGORY) or (path[-1] if path else "")
         names = ([None] * len(ranks) + path[:-1] + [category or None])[-len(ranks):]
         status = row.get(ECOTAXA_STATUS, "validated") or "validated"
-        record = {**row, PATH_COLUMN: row.get(ECOTAXA_FILE, ""), **dict(zip(ranks, [n or "" for n in names],
-                                                                            strict=True))}
+        record = {**row, PATH_COLUMN: row.get(ECOTAXA_FILE, ""), **_ecotaxa_place_and_time(row),
+                  **dict(zip(ranks, [n or "" for n in names], strict=True))}
         if status != "validated":
             record[SKIP_COLUMN] = f"{ECOTAXA_STATUS} is {status!r}: only validated labels are trained on"
         out.append(record)
     group = _group(columns, group_by, ECOTAXA_GROUP)
-    return from_rows(tsv, [*columns, PATH_COLUMN, *ranks], out, ranks, taxonomy_csv, group, first_line,
+    dwc = [c for c in ("decimalLatitude", "decimalLongitude", "eventDate") if any(c in r for r in out)]
+    return from_rows(tsv, [*columns, PATH_COLUMN, *ranks, *dwc], out, ranks, taxonomy_csv, group, first_line,
                      base=images)
+
+
+def _ecotaxa_place_and_time(row: dict[str, str]) -> dict[str, str]:
+    """EcoTaxa's ``object_lat``/``object_lon`` (decimal degrees), ``object_date`` (YYYYMMDD) and ``object_time``
+    (HHMMSS) as the Darwin Core columns the metadata reader takes; a value it cannot read is listed in the report
+    there."""
+    out = {}
+    if row.get("object_lat") or row.get("object_lon"):
+        out["decimalLatitude"], out["decimalLongitude"] = row.get("object_lat", ""), row.get("object_lon", "")
+    day, time = row.get("object_date", ""), row.get("object_time", "")
+    if day:
+        iso = f"{day[:4]}-{day[4:6]}-{day[6:8]}" if len(day) == 8 and day.isdigit() else day
+        if len(time) == 6 and time.isdigit() and time != "000000":
+            iso += f"T{time[:2]}:{time[2:4]}:{time[4:]}"
+        out["eventDate"] = iso
+    return out
 
 
 def from_coco_ct(json_path: Path, ranks: Sequence[str], taxonomy_csv: Path | None = None,
@@ -98,6 +115,8 @@ def from_coco_ct(json_path: Path, ranks: Sequence[str], taxonomy_csv: Path | Non
     for image in image_rows:
         row = {k: "" if v is None else str(v) for k, v in image.items() if not isinstance(v, (dict, list))}
         row[PATH_COLUMN] = str(image.get("file_name", ""))
+        if row.get("datetime"):  # "2019-05-03 14:20:00" in COCO-CT: the event's date and local time
+            row["eventDate"] = row["datetime"].replace(" ", "T", 1)
         found = sorted(per_image.get(image.get("id"), set()))
         for rank in ranks:
             row[rank] = ""

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taxotrain.data.metadata import Metadata, metadata_columns, parse_metadata
 from taxotrain.errors import TaxotrainError
 from taxotrain.taxonomy import Taxonomy, TaxonomyError
 from taxotrain_runtime.images import IMAGE_SUFFIXES
@@ -45,6 +46,7 @@ class Ingested:
     taxonomy: Taxonomy
     skipped: list[tuple[str, str]] = field(default_factory=list)
     group_by: str | None = None  # the column each record's group came from (None: no groups)
+    metadata: Metadata | None = None  # place/date/elevation per record, when the rows carry Darwin Core columns
 
 
 def find_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -148,11 +150,14 @@ def from_manifest(manifest: Path, ranks: Sequence[str], taxonomy_csv: Path | Non
 
 def from_rows(source: Path, columns: list[str], rows: list[dict[str, str]], ranks: Sequence[str],
               taxonomy_csv: Path | None, group_by: str | None = None, first_line: int = 2,
-              base: Path | None = None) -> Ingested:
+              base: Path | None = None, files: bool = True) -> Ingested:
     """Records of manifest-like ``rows`` read from ``source`` (``filepath`` relative to ``base``, default the
-    source's folder; line numbers in messages count from ``first_line``): what every tabular importer hands over."""
+    source's folder; line numbers in messages count from ``first_line``): what every tabular importer hands over.
+    With ``files=False`` the rows are occurrence records with no file (a place/date prior's data): each is named
+    by its ``occurrenceID`` (or ``id``, or its line)."""
     ranks = list(ranks)
-    _require_columns(source, columns, [PATH_COLUMN], "the path of each image, relative to the manifest")
+    if files:
+        _require_columns(source, columns, [PATH_COLUMN], "the path of each image, relative to the manifest")
     if group_by is not None:
         _require_columns(source, columns, [group_by], "--group-by names the column of each record's group")
     tax_rows: list[tuple[str | None, ...]] = []
@@ -168,9 +173,11 @@ def from_rows(source: Path, columns: list[str], rows: list[dict[str, str]], rank
     base = base or source.parent
     skipped: list[tuple[str, str]] = []
     records, label_rows, label_sources = [], [], []
+    meta_columns = metadata_columns(columns)
+    meta_rows: list[dict[str, str | None]] = []
     for i, row in enumerate(rows):
         line = f"{source.name} {'line' if source.suffix != '.json' else 'image'} {i + first_line}"
-        rel = row.get(PATH_COLUMN, "")
+        rel = row.get(PATH_COLUMN, "") if files else (row.get("occurrenceID") or row.get("id") or line)
         names = tuple(row.get(r) or None for r in ranks)
         if not rel:
             skipped.append((line, "empty filepath"))
@@ -181,11 +188,13 @@ def from_rows(source: Path, columns: list[str], rows: list[dict[str, str]], rank
         if all(n is None for n in names):
             skipped.append((rel, f"no label at any rank ({', '.join(ranks)})"))
             continue
-        path = Path(rel) if Path(rel).is_absolute() else base / rel
+        path = "" if not files else Path(rel) if Path(rel).is_absolute() else base / rel
         group = (row.get(group_by) or f"\0{line}") if group_by is not None else None  # empty: a group of its own
         records.append(Record(str(path), rel, names, group))
         label_rows.append(names)
         label_sources.append(line)
+        if meta_columns:
+            meta_rows.append({c: row.get(c) for c in meta_columns})
     taxonomy = Taxonomy.from_rows(ranks, tax_rows + label_rows, tax_sources + label_sources)
     if tax_rows:  # cut each taxonomy row below its deepest node that the data uses: heads get no empty classes
         used = {(r, n) for row in label_rows for r, n in enumerate(row) if n is not None}
@@ -195,4 +204,6 @@ def from_rows(source: Path, columns: list[str], rows: list[dict[str, str]], rank
             if depth >= 0:
                 cut.append(tuple(row[: depth + 1]) + (None,) * (len(ranks) - depth - 1))
         taxonomy = Taxonomy.from_rows(ranks, cut + label_rows)
-    return Ingested(ranks, records, taxonomy, skipped, group_by)
+    metadata = (parse_metadata(meta_rows, meta_columns, ids=[r.relpath for r in records]) if meta_columns
+                else None)
+    return Ingested(ranks, records, taxonomy, skipped, group_by, metadata)

@@ -36,7 +36,7 @@ import numpy as np
 from taxotrain.errors import TaxotrainError
 
 __all__ = ["COMPONENTS", "METADATA_COLUMNS", "Metadata", "MetadataError", "MetadataLayout", "MetadataProblem",
-           "layout_for", "metadata_columns", "parse_metadata"]
+           "layout_for", "metadata_columns", "metadata_report_rows", "parse_metadata"]
 
 LAT, LON = "decimalLatitude", "decimalLongitude"
 EVENT_DATE, EVENT_TIME, YEAR, MONTH, DAY = "eventDate", "eventTime", "year", "month", "day"
@@ -459,3 +459,12 @@ def _elevation(row: Mapping[str, str | None], report: _Report) -> tuple[float] |
         return ((low + high) / 2,)
     one = low if low is not None else high
     return None if one is None else (one,)
+
+
+def metadata_report_rows(metadata: Metadata | None) -> list[tuple[str, str]]:
+    """The unusable values of ``metadata`` as rows of the prepare report (``path, reason``): the record is stored,
+    the value is missing."""
+    if metadata is None:
+        return []
+    return [(p.record, f"metadata: {p.reason} (the record is kept, this value stored as missing)")
+            for p in metadata.problems]

@@ -6,6 +6,7 @@ import csv
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ from rich.progress import track
 from taxotrain.data.duplicates import NEAR_DISTANCE, FirstOfEach, duplicate_pairs
 from taxotrain.data.ingest import Ingested, IngestError, from_folder, from_manifest
 from taxotrain.data.kept import KeptImages
+from taxotrain.data.metadata import Metadata, metadata_report_rows
 from taxotrain.data.report import PrepareResult, refuse_existing, report_path, write_report
 from taxotrain.data.specs import IMAGE_KIND
 from taxotrain.data.split import (
@@ -53,6 +55,7 @@ def prepare_images(
     leak_check: bool = True,
     holdout_classes: str | None = None,
     holdout_rank: str | None = None,
+    dwca: Path | None = None,
 ) -> PrepareResult:
     """Ingest images from a class-folder tree (``source``) or a ``manifest`` CSV into the store ``out``.
 
@@ -74,9 +77,14 @@ def prepare_images(
     if not 0 <= near_distance <= 256:
         raise IngestError(f"--near-distance {near_distance}: give a number of bits from 0 to 256 (default "
                           f"{NEAR_DISTANCE})")
-    if sum(x is not None for x in (manifest, ecotaxa, coco_ct)) > 1:
-        raise IngestError("give one of --manifest, --ecotaxa and --coco-ct")
-    if ecotaxa is not None or coco_ct is not None:
+    if sum(x is not None for x in (manifest, ecotaxa, coco_ct, dwca)) > 1:
+        raise IngestError("give one of --manifest, --ecotaxa, --coco-ct and --dwca")
+    unpacked = Path(out).with_name(f".{Path(out).name}.{os.getpid()}.unpacked")
+    if dwca is not None:  # images named by a Darwin Core Archive's multimedia extension
+        from taxotrain.data.prepare_occurrences import dwca_ingested
+
+        ingested, origin = dwca_ingested(dwca, ranks, taxonomy, group_by, source, unpacked), dwca
+    elif ecotaxa is not None or coco_ct is not None:
         from taxotrain.data.importers import from_coco_ct, from_ecotaxa
 
         origin = ecotaxa or coco_ct
@@ -123,14 +131,16 @@ def prepare_images(
         if heldout is not None:
             splits[HELDOUT] = heldout
         grouping = {"group_by": group_by, "class_mix_distance": json.dumps(distance)}
-        _write_store(out, spool, ingested, kept, labels, splits, origin, seed, val, test, grouping)
-        write_report(report_path(out), ingested.skipped + skipped)
+        metadata = ingested.metadata.select(kept.records) if ingested.metadata is not None else None
+        _write_store(out, spool, ingested, kept, labels, splits, origin, seed, val, test, grouping, metadata)
+        write_report(report_path(out), ingested.skipped + skipped + metadata_report_rows(metadata))
         leaks = (write_leaks(leaks_path(out), kept, splits, [ingested.records[i].relpath for i in kept.records],
                              near_distance) if leak_check else None)
     finally:
         spool.unlink(missing_ok=True)
+        shutil.rmtree(unpacked, ignore_errors=True)
     classes = dict(zip(ingested.ranks, ingested.taxonomy.num_classes, strict=True))
-    parts = []
+    parts = [metadata.summary()] if metadata is not None else []
     if group_by is not None:
         n_groups = len({ingested.records[i].group for i in kept.records})
         parts.append(f"{n_groups} groups by '{group_by}', each inside one split; class mix distance from the whole "
@@ -200,7 +210,7 @@ def _verify_all(
 
 def _write_store(out: Path, spool: Path, ingested: Ingested, kept: KeptImages, labels: np.ndarray,
                  splits: dict[str, np.ndarray], origin: Path, seed: int, val: float, test: float,
-                 grouping: dict[str, str | None]) -> None:
+                 grouping: dict[str, str | None], metadata: Metadata | None = None) -> None:
     stats = kept.channel_stats(splits["train"] if len(splits["train"]) else None)
     attrs = {"source": str(Path(origin).resolve()), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "seed": seed, "val_fraction": val, "test_fraction": test, "grayscale": bool(kept.column("gray").all()),
@@ -209,6 +219,8 @@ def _write_store(out: Path, spool: Path, ingested: Ingested, kept: KeptImages, l
     with StoreWriter(out, IMAGE_KIND, attrs) as writer:
         writer.write_records([ingested.records[i].relpath for i in kept.records], labels, ingested.taxonomy, splits)
         writer.file.create_dataset("records/phash", data=kept.phashes())
+        if metadata is not None:
+            writer.write_metadata(metadata.layout.to_json(), metadata.arrays)
         data = writer.encoded(kept.column("nbytes"), kept.column("height"), kept.column("width"))
         with spool.open("rb") as fh:
             pos = 0

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from taxotrain_runtime.views import TTA_VIEWS
 
 IMAGE_KIND, SIGNAL_KIND = "image", "signal"  # the input (and store) kinds; each task names the kind it reads
+OCCURRENCE_KIND = "occurrence"  # a store of records with place/date metadata and no file (a prior's data)
 
 TTA_MODES = ("auto", *TTA_VIEWS)  # the test-time view sets of image models; ``auto`` picks from training
 

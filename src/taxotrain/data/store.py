@@ -9,6 +9,8 @@ Layout common to every store::
     taxonomy/        ranks attr; rank{r}/names, rank{r}/parent, rank{r}/ancestors
     splits/train, splits/val, splits/test    int64 record indices
     splits/heldout                           optional: records of whole classes kept out of the other splits
+    metadata/<name>  float32 [N] / bool [N]  optional: place, date, hour, elevation values and <component>_valid
+                                            masks (attr ``layout``: data/metadata.MetadataLayout as JSON)
 
 and one payload:
 
@@ -100,7 +102,27 @@ class DenseArrays:
         return data[index]
 
 
-PAYLOADS: tuple[type[EncodedFiles] | type[DenseArrays], ...] = (EncodedFiles, DenseArrays)
+class MetadataOnly:
+    """No payload: occurrence records (``kind=occurrence``) are their labels and ``metadata/`` arrays."""
+
+    group = "metadata"
+    version = 1
+
+    def __init__(self, f: h5py.File) -> None:
+        self.count = len(f["labels"])
+
+    def open(self, path: Path) -> np.ndarray:
+        """An empty array: there is nothing to map."""
+        return np.zeros(0, dtype=np.uint8)
+
+    def record(self, data: np.ndarray, index: int) -> np.ndarray:
+        """An empty array (the record's inputs are its metadata: :meth:`Store.metadata`)."""
+        return data
+
+
+# searched in this order: image and signal stores may also hold metadata/
+PAYLOADS: tuple[type[EncodedFiles] | type[DenseArrays] | type[MetadataOnly], ...] = (EncodedFiles, DenseArrays,
+                                                                                       MetadataOnly)
 
 
 class Store:
@@ -139,6 +161,17 @@ class Store:
         self._data: np.ndarray | None = None
         self._pid: int | None = None
         self._paths: list[str] | None = None
+
+    @property
+    def metadata_layout(self) -> str | None:
+        """The JSON layout of the store's place/date/elevation arrays (``None``: the store has none)."""
+        with h5py.File(self.path, "r") as f:
+            return str(f["metadata"].attrs["layout"]) if "metadata" in f else None
+
+    def metadata(self) -> dict[str, np.ndarray] | None:
+        """Every metadata array ``[N]`` by name (values and ``<component>_valid`` masks), or ``None``."""
+        with h5py.File(self.path, "r") as f:
+            return {k: np.asarray(v[()]) for k, v in f["metadata"].items()} if "metadata" in f else None
 
     @property
     def paths(self) -> list[str]:
@@ -241,6 +274,14 @@ class StoreWriter:
         for name in (*SPLITS, HELDOUT):
             if name in splits or name != HELDOUT:
                 f.create_dataset(f"splits/{name}", data=np.asarray(splits[name], dtype=np.int64))
+
+    def write_metadata(self, layout: str, arrays: dict[str, np.ndarray]) -> None:
+        """Place/date/elevation per record (``metadata/<name>``: float32 values, NaN where missing, and a bool
+        ``<component>_valid`` mask each) and their layout (JSON, attr ``metadata_layout``)."""
+        group = self.file.create_group("metadata")
+        group.attrs["layout"] = layout
+        for name, values in arrays.items():
+            group.create_dataset(name, data=values)
 
     def encoded(self, sizes: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> h5py.Dataset:
         """Create the encoded-files payload for records of ``sizes`` bytes; returns the byte dataset to fill."""
