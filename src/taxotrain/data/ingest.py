@@ -6,6 +6,7 @@ Nothing is decoded here; this only decides which file carries which labels, and 
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +29,19 @@ class IngestError(TaxotrainError):
 
 @dataclass(slots=True)
 class Record:
-    """One candidate file with its label names per rank (``None`` = unknown at that rank). Slotted, with the path
-    as a string: a prepare holds one per file, so each one's size is what its memory grows by."""
+    """One candidate file with its label names per rank (``None`` = unknown at that rank). A prepare holds one per
+    file, so each one's size is what its memory grows by: slotted, the folder (``base``) shared by every record of a
+    source and only the relative path its own."""
 
-    path: str
-    relpath: str
+    base: str
+    relpath: str  # relative to ``base`` (or absolute)
     names: tuple[str | None, ...]
     group: str | None = None  # what must not straddle splits (prepare --group-by), when given
+
+    @property
+    def path(self) -> str:
+        """Where the file is."""
+        return os.path.join(self.base, self.relpath)
 
 
 @dataclass
@@ -94,12 +101,12 @@ def from_folder(root: Path, ranks: Sequence[str], taxonomy_csv: Path | None) -> 
         raise IngestError(f"--ranks names {len(ranks)} ranks but a folder only gives the finest; add --taxonomy "
                           f"FILE.csv with columns {', '.join(ranks)}")
     skipped: list[tuple[str, str]] = []
-    folders: dict[str, list[Path]] = {}
+    folders: dict[str, list[str]] = {}
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
             skipped.append((entry.name, "hidden entry"))
         elif entry.is_dir():
-            folders[entry.name] = sorted(p for p in entry.rglob("*") if p.is_file())
+            folders[entry.name] = _files_under(root, entry.name)
         else:
             skipped.append((entry.name, "not inside a class folder"))
     if not folders:
@@ -124,17 +131,29 @@ def from_folder(root: Path, ranks: Sequence[str], taxonomy_csv: Path | None) -> 
     taxonomy = Taxonomy.from_rows(ranks, tax_rows, sources)
 
     records = []
-    for name, files in folders.items():
+    base = str(root)
+    for name in list(folders):
+        files = folders.pop(name)  # each folder's list is dropped once its records exist
         row = (None,) * (len(ranks) - 1) + (name,)
         if not files:
             skipped.append((f"{name}/", "empty class folder"))
-        for p in files:
-            rel = p.relative_to(root).as_posix()
-            if any(part.startswith(".") for part in p.relative_to(root).parts):
+        for rel in files:
+            if any(part.startswith(".") for part in rel.split("/")):
                 skipped.append((rel, "hidden file"))
             else:
-                records.append(Record(str(p), rel, row))
+                records.append(Record(base, rel, row))
     return Ingested(ranks, records, taxonomy, skipped)
+
+
+def _files_under(root: Path, folder: str) -> list[str]:
+    """The files under ``root/folder`` (any depth, symlinked folders not followed), as paths relative to ``root``
+    with ``/``, in the order of their path parts (as sorting ``Path`` objects gives)."""
+    out = []
+    for here, dirs, names in os.walk(root / folder):
+        dirs.sort()
+        rel = Path(here).relative_to(root).as_posix()
+        out += [f"{rel}/{n}" for n in names if os.path.isfile(os.path.join(here, n))]
+    return sorted(out, key=lambda r: r.split("/"))
 
 
 def from_manifest(manifest: Path, ranks: Sequence[str], taxonomy_csv: Path | None,
@@ -188,9 +207,8 @@ def from_rows(source: Path, columns: list[str], rows: list[dict[str, str]], rank
         if all(n is None for n in names):
             skipped.append((rel, f"no label at any rank ({', '.join(ranks)})"))
             continue
-        path = "" if not files else Path(rel) if Path(rel).is_absolute() else base / rel
         group = (row.get(group_by) or f"\0{line}") if group_by is not None else None  # empty: a group of its own
-        records.append(Record(str(path), rel, names, group))
+        records.append(Record(str(base) if files else "", rel, names, group))
         label_rows.append(names)
         label_sources.append(line)
         if meta_columns:

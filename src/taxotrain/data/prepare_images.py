@@ -8,7 +8,7 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -170,9 +170,9 @@ def _heldout(labels: np.ndarray, ingested: Ingested, spec: str | None, rank: str
     return holdout_split(labels, r, classes)
 
 
-def _verified(paths: list[str], workers: int) -> Iterator[Verified]:
+def _verified(paths: Iterable[str], count: int, workers: int) -> Iterator[Verified]:
     workers = workers or os.cpu_count() or 1
-    if workers <= 1 or len(paths) < 64:
+    if workers <= 1 or count < 64:
         yield from map(verify_image, paths)
         return
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
@@ -189,11 +189,11 @@ def _verify_all(
     at most that far) is skipped with the name of the one kept."""
     kept = KeptImages()
     skipped: list[tuple[str, str]] = []
-    paths = [r.path for r in ingested.records]
-    results = _verified(paths, workers)
+    count = len(ingested.records)
+    results = _verified((r.path for r in ingested.records), count, workers)  # each path made when it is sent
     first = FirstOfEach(dedupe) if dedupe is not None else None
     with spool.open("wb") as fh:
-        for i, res in enumerate(track(results, total=len(paths), description="verifying", disable=not show)):
+        for i, res in enumerate(track(results, total=count, description="verifying", disable=not show)):
             if not res.ok:
                 skipped.append((ingested.records[i].relpath, res.reason))
                 continue

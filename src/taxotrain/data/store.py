@@ -49,6 +49,7 @@ READS_UP_TO = 2
 SPLITS = ("train", "val", "test")
 HELDOUT = "heldout"  # optional split: whole classes kept out of train/val/test (prepare --holdout-classes)
 HASH_CHUNK = 16 << 20
+STRING_CHUNK = 65_536  # strings hashed at once
 
 
 class StoreError(TaxotrainError):
@@ -314,7 +315,10 @@ def _fingerprint(f: h5py.File) -> str:
         if isinstance(obj, h5py.Dataset):
             digest.update(name.encode())
             if h5py.check_string_dtype(obj.dtype) is not None or obj.dtype == object:
-                digest.update("\0".join(str(v) for v in obj.asstr()[()]).encode())
+                strings = obj.asstr()
+                for start in range(0, len(obj), STRING_CHUNK):  # the same bytes as one join, in bounded memory
+                    part = "\0".join(str(v) for v in strings[start : start + STRING_CHUNK])
+                    digest.update((("\0" if start else "") + part).encode())
                 return
             step = max(1, HASH_CHUNK // max(1, obj.dtype.itemsize * int(np.prod(obj.shape[1:], dtype=np.int64))))
             for start in range(0, obj.shape[0] if obj.shape else 1, step):
