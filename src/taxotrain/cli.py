@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from taxotrain import __version__, list_tasks
+from taxotrain.config import DEFAULT_TASK
 from taxotrain.data.specs import IMAGE_KIND, SIGNAL_KIND, TTA_MODES
 from taxotrain.errors import TaxotrainError
 
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("init-config", help="print a complete, commented default config")
-    s.add_argument("--task", choices=list_tasks(), default=list_tasks()[0],
+    s.add_argument("--task", choices=list_tasks(), default=DEFAULT_TASK,
                    help=f"what the config trains: {', '.join(list_tasks())} (default: %(default)s)")
 
     s = sub.add_parser("prepare", help="verify a dataset and write one HDF5 store with splits")
@@ -36,11 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--coco-ct", type=Path, metavar="FILE.json", help="COCO Camera Traps JSON: the category is the "
                    "finest rank (--taxonomy for the others); grouped by location; file names relative to SOURCE if "
                    "given, else to the JSON")
-    s.add_argument("--taxonomy", type=Path, help="CSV with one column per rank; the finest matches the folder names")
     s.add_argument("--dwca", type=Path, metavar="ARCHIVE.zip", help="a Darwin Core Archive: with a multimedia "
                    "extension, an image store (images relative to SOURCE, or packed in the archive); without, an "
                    "occurrence store of labels with place and date, for a place/date prior; --ranks picks Darwin "
                    "Core columns, e.g. order,family,genus,scientificName (docs/data.md)")
+    s.add_argument("--taxonomy", type=Path, help="CSV with one column per rank; the finest matches the folder names")
     s.add_argument("--ranks", help="rank columns coarse to fine, comma-separated, e.g. family,genus,species")
     s.add_argument("--out", type=Path, required=True, help="store to write, e.g. plankton.h5")
     s.add_argument("--val", type=float, help="validation fraction (default 0.1; for signals, prepare.val of --config)")
@@ -112,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "signals; none is fastest")
     s.add_argument("--no-baseline", action="store_true", help="signal runs: skip the ROCKET-family "
                    "baselines (4 closed-form fits on the train split)")
+    s.add_argument("--no-retrieval", action="store_true", help="image runs: skip retrieval (the split's embeddings "
+                   "searched among the train split's), few-shot and open-set figures")
+    s.add_argument("--knn-k", type=int, default=20, metavar="K", help="neighbours that vote in the retrieval k-NN "
+                   "top-1 (default 20)")
 
     s = sub.add_parser("predict", help="classify image files and folders (or signal files) into a CSV")
     s.add_argument("run", type=Path, help="run folder (or .ckpt file), or a bundle folder written by `taxotrain "
@@ -126,6 +131,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation: average over flips / all 8 flips+rotations; auto (default) = the "
                    "flips and rotations the run trained with (dihedral for the default augmentation), none for "
                    "signals; none is fastest")
+    s.add_argument("--gallery", action="store_true", help="name each rank by the nearest taxon of the run's gallery "
+                   "(taxotrain gallery build/add: taxa enrolled after training too), 'unknown' below its threshold")
+
+    s = sub.add_parser("embed", help="write the embedding of each image file (any image run) to .npz or .parquet")
+    s.add_argument("run", type=Path, help="run folder (or .ckpt file) written by fit")
+    s.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
+    s.add_argument("--out", type=Path, required=True, help="embeddings.npz or embeddings.parquet (needs pyarrow): "
+                   "one row per file with its path, embedding (L2-normalised) and error")
+    s.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    s.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")
+
+    s = sub.add_parser("gallery", help="few-shot enrolment: a gallery of labelled embeddings in the run folder that "
+                       "predict --gallery names records from, new taxa included without retraining")
+    actions = s.add_subparsers(dest="gallery_command", required=True, metavar="ACTION")
+    g = actions.add_parser("build", help="embed the train split into RUN/gallery/ and choose a similarity threshold "
+                           "per rank on val")
+    g.add_argument("run", type=Path, help="run folder written by fit")
+    g.add_argument("--store", type=Path, help="the run's store, if it moved")
+    g.add_argument("--target-precision", type=float, default=0.9, help="precision each rank's threshold aims for on "
+                   "the val split (default 0.9); below it predict --gallery writes unknown")
+    g.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")
+    g = actions.add_parser("add", help="embed a few images per taxon and add them to the gallery with their names")
+    g.add_argument("run", type=Path, help="run folder with a gallery")
+    g.add_argument("source", type=Path, help="folder of class folders named by the finest rank, or a manifest CSV "
+                   "(filepath column, relative to it, and one column per rank)")
+    g.add_argument("--taxonomy", type=Path, help="CSV with one column per rank (as prepare's): the coarser ranks of "
+                   "the class folders")
+    g.add_argument("--ranks", help="the run's ranks the source names, comma-separated coarse to fine (default: all "
+                   "the run's ranks it has; a class folder alone names the finest)")
+    g.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    g.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")
 
     s = sub.add_parser("export", help="write a run as an inference bundle (ONNX and/or TorchScript) that runs "
                        "without the training stack, checked against PyTorch on real test records")
@@ -225,9 +261,24 @@ def _prepare_signals(args: argparse.Namespace) -> None:
                             overwrite=args.overwrite, workers=args.workers))
 
 
+def _prepare_occurrences(args: argparse.Namespace) -> None:
+    from taxotrain.data.prepare_occurrences import default_dwca_ranks, prepare_occurrences
+
+    source = args.dwca or args.manifest
+    ranks = (_resolve_ranks(args.ranks, None) if args.ranks else default_dwca_ranks(source) if args.dwca
+             else _resolve_ranks(None, args.manifest))
+    _report(prepare_occurrences(source, args.out, ranks, taxonomy=args.taxonomy,
+                                val=0.1 if args.val is None else args.val, test=0.1 if args.test is None else args.test,
+                                seed=args.seed or 0, group_by=args.group_by, overwrite=args.overwrite))
+
+
 def _prepare_images(args: argparse.Namespace) -> None:
     from taxotrain.data.prepare_images import prepare_images
 
+    if args.dwca is not None and not args.ranks:
+        from taxotrain.data.prepare_occurrences import default_dwca_ranks
+
+        args.ranks = ",".join(default_dwca_ranks(args.dwca))
     ranks = _resolve_ranks(args.ranks, args.manifest or args.taxonomy)
     result = prepare_images(args.source, args.out, ranks, taxonomy=args.taxonomy, manifest=args.manifest,
                             val=0.1 if args.val is None else args.val, test=0.1 if args.test is None else args.test,
@@ -245,7 +296,17 @@ def _report(result: object) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
+    from taxotrain.data.prepare_occurrences import dwca_has_images, manifest_has_files
     from taxotrain.data.signals import source_kind
+
+    if args.dwca is not None:
+        from taxotrain.data.dwca import read_dwca
+
+        (_prepare_images if dwca_has_images(read_dwca(args.dwca)) else _prepare_occurrences)(args)
+        return
+    if args.manifest is not None and not manifest_has_files(args.manifest):
+        _prepare_occurrences(args)  # occurrence records with no image: a place/date prior's data
+        return
 
     table = args.manifest or args.ecotaxa or args.coco_ct
     kind = source_kind(args.source, table) if args.task == "auto" else args.task
@@ -261,24 +322,9 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         run_dir = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("run.dir=")), None)
         if run_dir and RunPaths(Path(run_dir)).config.is_file():
             cfg_path = RunPaths(Path(run_dir)).config
-def _prepare_occurrences(args: argparse.Namespace) -> None:
-    from taxotrain.data.prepare_occurrences import default_dwca_ranks, prepare_occurrences
-
-    source = args.dwca or args.manifest
-    ranks = (_resolve_ranks(args.ranks, None) if args.ranks else default_dwca_ranks(source) if args.dwca
-             else _resolve_ranks(None, args.manifest))
-    _report(prepare_occurrences(source, args.out, ranks, taxonomy=args.taxonomy,
-                                val=0.1 if args.val is None else args.val, test=0.1 if args.test is None else args.test,
-                                seed=args.seed or 0, group_by=args.group_by, overwrite=args.overwrite))
-
-
     cfg = load_config(cfg_path, args.overrides, params=args.params)
     if args.print_config:
         sys.stdout.write(dump_yaml(cfg))
-    if args.dwca is not None and not args.ranks:
-        from taxotrain.data.prepare_occurrences import default_dwca_ranks
-
-        args.ranks = ",".join(default_dwca_ranks(args.dwca))
         return
     from taxotrain.training.engine import fit
 
@@ -296,18 +342,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, params=args.params)  # config errors before the heavy imports
     from taxotrain.tuning import tune
 
-    from taxotrain.data.prepare_occurrences import dwca_has_images, manifest_has_files
     result = tune(cfg, then_fit=args.then_fit)
     best = f"{result.best_value:.4f} (trial {result.best_number})" if result.best_value is not None else "n/a"
-    if args.dwca is not None:
-        from taxotrain.data.dwca import read_dwca
-
-        (_prepare_images if dwca_has_images(read_dwca(args.dwca)) else _prepare_occurrences)(args)
-        return
-    if args.manifest is not None and not manifest_has_files(args.manifest):
-        _prepare_occurrences(args)  # occurrence records with no image: a place/date prior's data
-        return
-
     print(f"tune {'interrupted' if result.interrupted else 'done'}: " + ", ".join(
         f"{n} {s}" for s, n in result.states.items()) + f"; best {best}; report {result.study_dir / 'study.html'}")
     if "best_params" in result.files:
@@ -330,9 +366,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         return
     if args.run is None:
         raise RunError("give a run folder, or --compare RUN_A RUN_B")
+    if args.knn_k < 1:
+        raise RunError(f"--knn-k {args.knn_k}: give at least 1 neighbour")
     result = evaluate_run(args.run, store=args.store, split=args.split, checkpoint=args.checkpoint,
                           workers=args.workers, tta=args.tta, target_precision=args.target_precision,
-                          baseline=not args.no_baseline)
+                          baseline=not args.no_baseline, retrieval=not args.no_retrieval, knn_k=args.knn_k)
     print(summary_line(result))
 
 
@@ -340,8 +378,30 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     from taxotrain.inference.predict import write_predictions
 
     written = write_predictions(args.run, args.inputs, args.out, topk=args.topk, batch_size=args.batch_size,
-                                workers=args.workers, tta=args.tta)
+                                workers=args.workers, tta=args.tta, gallery=args.gallery)
     print(written.summary())
+
+
+def _cmd_embed(args: argparse.Namespace) -> None:
+    from taxotrain.inference.embed import write_embeddings
+
+    print(write_embeddings(args.run, args.inputs, args.out, batch_size=args.batch_size, workers=args.workers)
+          .summary())
+
+
+def _cmd_gallery(args: argparse.Namespace) -> None:
+    from taxotrain.inference.gallery import add_to_gallery, build_gallery, gallery_dir
+
+    if args.gallery_command == "build":
+        built = build_gallery(args.run, store=args.store, target_precision=args.target_precision,
+                              workers=args.workers)
+        print(f"gallery of {len(built.embedding)} train record(s) -> {gallery_dir(args.run)}; "
+              f"{built.describe_thresholds()}; next: taxotrain gallery add {shlex.quote(str(args.run))} FOLDER")
+        return
+    ranks = [r.strip() for r in args.ranks.split(",") if r.strip()] if args.ranks else None
+    added = add_to_gallery(args.run, args.source, taxonomy=args.taxonomy, ranks=ranks, batch_size=args.batch_size,
+                           workers=args.workers)
+    print(f"{added.summary()}; next: taxotrain predict {shlex.quote(str(args.run))} IMAGES --gallery")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -384,7 +444,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"init-config": _cmd_init_config, "prepare": _cmd_prepare, "fit": _cmd_fit, "tune": _cmd_tune,
-            "evaluate": _cmd_evaluate, "predict": _cmd_predict, "export": _cmd_export, "calibrate": _cmd_calibrate,
+            "evaluate": _cmd_evaluate, "predict": _cmd_predict, "embed": _cmd_embed, "gallery": _cmd_gallery,
+            "export": _cmd_export, "calibrate": _cmd_calibrate,
             "ensemble": _cmd_ensemble, "demo": _cmd_demo}
 
 

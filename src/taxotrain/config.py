@@ -7,6 +7,7 @@ validated once, here, and every error is turned into one line that names the key
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
@@ -137,6 +138,9 @@ class ModelConfig(_Section):
     )
     drop_rate: float = Field(0.0, ge=0, lt=1, description="dropout before the heads")
     drop_path_rate: float = Field(0.0, ge=0, lt=1, description="stochastic depth, for backbones that support it")
+    embed_dim: int | None = Field(
+        None, ge=2, description="task: embedding: width of the embedding, a linear projection of the backbone's "
+        "pooled features (then L2-normalised); null = the backbone's own width, no projection")
 
 
 class OptimConfig(_Section):
@@ -160,6 +164,9 @@ class OptimConfig(_Section):
                                 "of the first cycle (T_0)")
     cycle_mult: int = Field(2, ge=1, description="sgdr: each cycle is this many times longer than the one before "
                             "(T_mult)")
+    centre_lr_scale: float = Field(
+        10.0, gt=0, description="task: embedding: learning-rate multiplier of the margin heads' class centres, which "
+        "get their own optimizer group (UNICOM's lr_pfc_weight, 10)")
 
 
 class LossConfig(_Section):
@@ -192,6 +199,37 @@ class LossConfig(_Section):
     )
     gradnorm_alpha: float = Field(1.5, ge=0, description="GradNorm asymmetry: higher pulls slow ranks harder")
     gradnorm_lr: float = Field(0.025, gt=0, description="GradNorm learning rate of the rank weights")
+    margin: Literal["arcface", "cosface", "combined", "subcenter_arcface"] = Field(
+        "arcface", description="task: embedding: the margin loss of every rank: arcface (angle margin m2), cosface "
+        "(cosine margin m3), combined (cos(m1 theta + m2) - m3) or subcenter_arcface (arcface on the nearest of "
+        "loss.sub_centers centres per class); docs/embeddings.md")
+    scale: float = Field(64.0, gt=0, description="task: embedding: the scale s of the margin logits s cos(theta) "
+                         "(64 as in ArcFace and insightface)")
+    m1: float | None = Field(None, gt=0, description="task: embedding, loss.margin combined: angle multiplier m1 "
+                             "(null = 1)")
+    m2: float | None = Field(
+        None, ge=0, lt=math.pi, description="task: embedding: additive angle margin m2 in RADIANS (0.5 = 28.6 degrees; "
+        "pytorch-metric-learning's ArcFaceLoss takes degrees) of arcface, subcenter_arcface and combined (null = 0.5)")
+    m3: float | None = Field(
+        None, ge=0, description="task: embedding: additive cosine margin m3 of cosface (null = 0.35) and combined "
+        "(null = 0)")
+    sub_centers: int | None = Field(None, ge=1, description="task: embedding, loss.margin subcenter_arcface: centres "
+                                    "per class (null = 3)")
+    sample_rate: float = Field(
+        1.0, gt=0, le=1, description="task: embedding: fraction of the class centres scored at each training step "
+        "(every positive plus random others, PartialFC); 1 = all")
+
+    @model_validator(mode="after")
+    def _margin_settings(self) -> LossConfig:
+        """A margin setting the chosen ``loss.margin`` does not take is an error, not a no-op."""
+        takes = {"arcface": ("m2",), "cosface": ("m3",), "combined": ("m1", "m2", "m3"),
+                 "subcenter_arcface": ("m2", "sub_centers")}[self.margin]
+        for key, used_by in (("m1", "combined"), ("m2", "arcface, subcenter_arcface and combined"),
+                             ("m3", "cosface and combined"), ("sub_centers", "subcenter_arcface")):
+            if getattr(self, key) is not None and key not in takes:
+                raise ValueError(f"loss.{key} is a setting of loss.margin {used_by}, not of {self.margin} (which "
+                                 f"takes {', '.join('loss.' + t for t in takes)}); remove it or change loss.margin")
+        return self
 
 
 class MixConfig(_Section):
@@ -453,7 +491,8 @@ def task_rules(name: str) -> TaskRules:
 
 class Config(_Section):
     task: str = Field(DEFAULT_TASK, description="what is trained: a registered task (taxotrain.list_tasks()): image "
-                      "classification, or signal (1-D series) classification")
+                      "classification, signal (1-D series) classification, or embedding (image embeddings trained "
+                      "with margin losses, for retrieval and few-shot galleries)")
     run: RunConfig = Field(default_factory=RunConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -11,6 +11,8 @@
     <run.dir>/metrics.json, per_class.csv, confusion_<rank>.png, curves_*.png, reliability.png, report.html  evaluate
     <run.dir>/predictions_<split>.npz  per-record probabilities and decoded paths (what --compare resamples)
     <run.dir>/rollup.json            roll-up thresholds chosen on val by evaluate (what predict and export use)
+    <run.dir>/gallery/               `taxotrain gallery build/add`: gallery.npz (labelled embeddings) and gallery.json
+                                     (taxa, similarity thresholds per rank), what predict --gallery names records from
 """
 
 from __future__ import annotations
@@ -64,6 +66,11 @@ class RunPaths:
     @property
     def rollup(self) -> Path:
         return self.root / "rollup.json"
+
+    @property
+    def gallery(self) -> Path:
+        """The few-shot gallery's folder (``inference/gallery.py``)."""
+        return self.root / "gallery"
 
     @property
     def selection(self) -> Path:

@@ -23,6 +23,7 @@ from taxotrain.training.module import save_checkpoint
 
 # per task: config overrides that keep it small, and what to prepare and predict from
 SMALL = {"image": ["model.backbone=test_resnet", "data.image_size=32"],
+         "embedding": ["model.backbone=test_resnet", "data.image_size=32", "model.embed_dim=16"],
          "signal": ["model.kwargs={width: 8}"]}
 
 
@@ -35,7 +36,7 @@ def sources(synthetic_set: tuple[Path, Path], tmp_path_factory: pytest.TempPathF
     images, taxonomy = synthetic_set
     store = tmp_path_factory.mktemp("contract") / "synthetic.h5"
     prepare_images(images, store, ["family", "genus", "species"], taxonomy=taxonomy, workers=1)
-    return {"image": (store, [images / "squares_red_plain"]),
+    return {"image": (store, [images / "squares_red_plain"]), "embedding": (store, [images / "squares_red_plain"]),
             "signal": (gunpoint_store, [ucr_folder("GunPoint") / "GunPoint_TEST.ts"])}
 
 

@@ -84,7 +84,8 @@ document.querySelectorAll("table.sortable th").forEach(th => th.addEventListener
 document.querySelectorAll(".fig img").forEach(img => img.addEventListener("click", () => img.classList.toggle("full")));
 """
 
-NAV = [("headline", "per rank"), ("hierarchy", "hierarchy"), ("rollup", "roll-up"), ("gallery", "mistakes"),
+NAV = [("headline", "per rank"), ("hierarchy", "hierarchy"), ("rollup", "roll-up"), ("retrieval", "retrieval"),
+       ("gallery", "mistakes"),
        ("pairs", "confused pairs"), ("per-class", "per class"), ("figures", "figures")]
 
 
@@ -194,6 +195,64 @@ def _hierarchy_html(metrics: dict[str, Any], ranks: list[str]) -> str:
             "paths (Kiritchenko et al.).</p>")
 
 
+def _retrieval_html(metrics: dict[str, Any], ranks: list[str]) -> str:
+    """Retrieval per rank and per group, and the held-out classes' few-shot and open-set figures when there are."""
+    found = metrics.get("retrieval")
+    if not found:
+        return ""
+    setup = metrics.get("retrieval_setup") or {}
+    k = setup.get("knn_k", "k")
+    head = ("<tr><th class=\"name\">rank</th><th>queries</th><th>precision@1</th><th>recall@5</th><th>MAP@R</th>"
+            f"<th>k-NN top-1 (k={_e(k)})</th></tr>")
+    rows = "".join(f"<tr><td class=\"name\">{_e(r)}</td><td>{_fmt(m.get('queries'))}</td>"
+                   + "".join(f"<td>{_fmt(m.get(key))}</td>" for key in ("precision_at_1", "recall_at_5", "map_at_r",
+                                                                        "knn_top1"))
+                   + "</tr>" for r, m in found.items())
+    parts = [f"<h2 id=\"retrieval\">Retrieval: nearest neighbours in the train split</h2><table>{head}{rows}</table>"
+             f"<p class=\"meta\">Each {_e(setup.get('queries', 'evaluated'))} record's embedding (the model on the "
+             "evaluation transforms, L2-normalised) searched among the "
+             f"{_e(setup.get('gallery_records', ''))} train records by cosine similarity. Precision@1: the nearest "
+             "shares the query's label; recall@5: one of the 5 nearest does; MAP@R (Musgrave et al. 2020): the mean "
+             "precision over the R nearest, R being the train records of the query's class; k-NN top-1: the vote of "
+             "the k nearest weighted by exp(cos / 0.07). Queries unknown at a rank, or of a class with no train "
+             "record, are not scored there.</p>"]
+    groups = metrics.get("retrieval_by_group") or {}
+    if groups:
+        g_head = "<tr><th class=\"name\">group</th><th>queries</th>" + "".join(
+            f"<th>P@1 {_e(r)}</th>" for r in ranks) + "</tr>"
+        g_rows = "".join(f"<tr><td class=\"name\">{_name(str(g))}</td><td>{_fmt(row.get('queries'))}</td>"
+                         + "".join(f"<td>{_fmt(row.get(r))}</td>" for r in ranks) + "</tr>"
+                         for g, row in groups.items())
+        parts.append(f"<h3>Precision@1 within each {_e(ranks[0])}</h3><table class=\"sortable\">{g_head}{g_rows}"
+                     "</table>")
+    held = metrics.get("heldout")
+    if held:
+        h_head = ("<tr><th class=\"name\">rank</th><th>records</th><th>classes</th><th>leave-one-out P@1</th>"
+                  "<th>1-shot</th><th>5-shot</th></tr>")
+        h_rows = "".join(f"<tr><td class=\"name\">{_e(r)}</td><td>{_fmt(m.get('records'))}</td>"
+                         f"<td>{_fmt(m.get('classes'))}</td><td>{_fmt(m.get('loo_precision_at_1'))}</td>"
+                         f"<td>{_fmt(m.get('fewshot_1'))}</td><td>{_fmt(m.get('fewshot_5'))}</td></tr>"
+                         for r, m in held.items())
+        parts.append("<h3>Held-out classes (never trained on)</h3>"
+                     f"<table>{h_head}{h_rows}</table><p class=\"meta\">Leave-one-out P@1: each held-out record's "
+                     "nearest among the other held-out records shares its label. 1-/5-shot: SimpleShot, the "
+                     "embeddings centred on the train split's mean and L2-normalised, each record named by the "
+                     f"nearest mean of 1 or 5 random references per class (mean of "
+                     f"{_e(setup.get('fewshot_draws', 5))} seeded draws; classes with too few records left out).</p>")
+    opened = metrics.get("openset")
+    if opened:
+        threshold = opened.get("threshold")
+        at = (f" At the threshold {_fmt(threshold)} chosen on {_e(opened.get('chosen_on'))} for a precision of "
+              f"{opened['target_precision']:.0%} of the nearest neighbour's {_e(opened.get('rank'))}, "
+              f"{_fmt(opened.get('known_accepted'))} of the known records are accepted and "
+              f"{_fmt(opened.get('unknown_rejected'))} of the held-out ones are called unknown: open-set accuracy "
+              f"{_fmt(opened.get('accuracy'))}." if threshold is not None else "")
+        parts.append(f"<p>Known or new? The largest cosine similarity to the train split tells the "
+                     f"{opened['known']} known records from the {opened['unknown']} held-out ones with an AUROC of "
+                     f"{_fmt(opened.get('auroc'))} (1 = always, 0.5 = chance).{at}</p>")
+    return "".join(parts)
+
+
 def _gallery_html(inp: ReportInputs) -> str:
     fine = inp.taxonomy.finest
     split = inp.metrics["evaluation"]["split"]
@@ -297,8 +356,8 @@ def render_report(inp: ReportInputs) -> str:
     ev = inp.metrics["evaluation"]
     ranks = inp.taxonomy.ranks
     sections = [_headline_html(inp), _baseline_html(inp.metrics, ranks), _hierarchy_html(inp.metrics, ranks),
-                _rollup_section(inp.metrics), _gallery_html(inp), _pairs_html(inp), _per_class_html(inp),
-                _figures_html(inp.figures, inp.taxonomy)]
+                _rollup_section(inp.metrics), _retrieval_html(inp.metrics, ranks), _gallery_html(inp),
+                _pairs_html(inp), _per_class_html(inp), _figures_html(inp.figures, inp.taxonomy)]
     body = "\n".join(sections)
     nav = "".join(f"<a href=\"#{a}\">{t}</a>" for a, t in NAV if f"id=\"{a}\"" in body)
     return f"""<!doctype html>

@@ -15,11 +15,13 @@ from torch.utils.data import DataLoader
 
 from taxotrain.data.dataset import train_class_counts
 from taxotrain.data.store import SPLITS, Store
+from taxotrain.evaluation.embedding_eval import evaluate_embeddings
 from taxotrain.evaluation.hierarchy import hierarchy_metrics, record_heights
 from taxotrain.evaluation.metrics import confusion, evaluate_probs, per_rank, reliability
 from taxotrain.evaluation.mistakes import Mistake, worst_mistakes
 from taxotrain.evaluation.page import ReportInputs, render_report
 from taxotrain.evaluation.plots import plot_confusion, plot_curves, plot_recall_by_frequency, plot_reliability
+from taxotrain.evaluation.retrieval import KNN_K
 from taxotrain.files import atomic_path, write_text_atomic
 from taxotrain.inference.predict import predict_loader
 from taxotrain.run import LoadedRun, RunError, RunPaths, load_run, torch_threads
@@ -37,14 +39,18 @@ class EvalResult:
 
 def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: str = "test",
                  checkpoint: str = "best", batch_size: int | None = None, workers: int | None = None,
-                 tta: str = "auto", target_precision: float = 0.9, baseline: bool = True) -> EvalResult:
+                 tta: str = "auto", target_precision: float = 0.9, baseline: bool = True, retrieval: bool = True,
+                 knn_k: int = KNN_K) -> EvalResult:
     """Evaluate ``checkpoints/<checkpoint>.ckpt`` of ``run_dir`` on ``split`` and write the report files there.
 
     ``tta`` averages predictions over test-time views (image runs: ``none``, ``flip`` or ``dihedral``; ``auto`` =
     the views the run trained for). Roll-up thresholds (the deepest rank ``predict`` reports) are chosen on the val
     split so that each rank's decoded predictions reach ``target_precision``, and saved to ``rollup.json``. With
     ``baseline``, the task's reference models (MiniRocket for signal runs) are fitted on the same train split and
-    scored on ``split`` (``metrics.json`` -> ``baseline`` -> ``minirocket`` -> ``top1``).
+    scored on ``split`` (``metrics.json`` -> ``baseline`` -> ``minirocket`` -> ``top1``). With ``retrieval``, runs
+    of tasks that evaluate their embeddings (the image tasks) add retrieval of ``split`` against the train split
+    (``knn_k`` neighbours vote in the k-NN top-1) and, for a store with held-out classes, few-shot and open-set
+    figures (``evaluation/embedding_eval.py``).
     """
     if split not in SPLITS:
         raise RunError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
@@ -89,6 +95,9 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
         baselines = task.baselines(st, split)
         if baselines:
             metrics["baseline"] = baselines
+    if retrieval and task.evaluates_retrieval:
+        metrics.update(evaluate_embeddings(run, st, split, knn_k=knn_k, target_precision=target_precision,
+                                           batch_size=bs, workers=workers))
     if (fitted := fit_time(paths)) is not None:
         metrics["fit"] = fitted
     digest = hashlib.sha1(indices.tobytes() + str(st.attrs.get("created")).encode()).hexdigest()[:16]
@@ -171,13 +180,17 @@ def fit_time(paths: RunPaths) -> dict[str, Any] | None:
 
 
 def summary_line(result: EvalResult) -> str:
-    """One line per rank: top-1 and macro-F1; then the baselines' top-1."""
+    """One line per rank: top-1 and macro-F1; then the baselines' top-1 and the finest rank's retrieval."""
     parts = [f"{r} top1 {m['top1']:.3f} macro-F1 {m['macro_f1']:.3f}" for r, m in per_rank(result.metrics).items()
              if m.get("top1") is not None]
     baselines = result.metrics.get("baseline") or {}
     scored = [f"{b.get('name', k)} {b['top1']:.3f}" for k, b in baselines.items() if b.get("top1") is not None]
     if scored:
         parts.append("baselines top1 " + ", ".join(scored))
+    retrieval = result.metrics.get("retrieval") or {}
+    fine = retrieval[list(retrieval)[-1]] if retrieval else {}  # ranks coarse to fine
+    if fine.get("precision_at_1") is not None:
+        parts.append(f"retrieval P@1 {fine['precision_at_1']:.3f} MAP@R {fine['map_at_r']:.3f}")
     parts += [f"{b.get('name', k)} skipped: {b['skipped']}" for k, b in baselines.items() if b.get("skipped")]
     return "; ".join(parts) + f"; report {result.report}"
 

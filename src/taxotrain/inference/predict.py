@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from taxotrain.config import Config, one_line_error
 from taxotrain.data.specs import InputSpec
+from taxotrain.inference.gallery import Gallery, gallery_embedder
 from taxotrain.run import LoadedRun, RunError, load_run, torch_threads
 from taxotrain.run_folder import RunPaths
 from taxotrain.tasks import PredictionRecord, Task, create_task
@@ -54,6 +55,24 @@ class Predictor:
     thresholds: Thresholds
     probabilities: Callable[[torch.Tensor, str], dict[str, np.ndarray]]  # raw batch, resolved tta -> probs
     threads: int | None = None
+    gallery: Gallery | None = None  # names records by the nearest gallery prototype instead (predict --gallery)
+
+    @classmethod
+    def from_gallery(cls, run_dir: str | Path) -> Predictor:
+        """A run folder with a gallery (``taxotrain gallery build``): each rank named by the nearest prototype of
+        the gallery, ``unknown`` below the gallery's threshold for the rank."""
+        run = load_run(run_dir)
+        gallery = Gallery.load(run.root)
+        return cls(run.task, Thresholds(gallery.thresholds, gallery.describe_thresholds()),
+                   gallery_embedder(run, gallery), run.config.trainer.cpu_threads, gallery)
+
+    def columns(self, topk: int) -> list[str]:
+        """The prediction CSV's columns."""
+        return self.gallery.columns(self.task, topk) if self.gallery else self.task.prediction_columns(topk)
+
+    def row(self, record: PredictionRecord) -> dict[str, object]:
+        """A prediction record as a CSV row."""
+        return self.gallery.row(record) if self.gallery else self.task.prediction_row(record)
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
@@ -85,10 +104,15 @@ def predict_records(predictor: Predictor, inputs: Sequence[str | Path], topk: in
                     workers: int | None = None, tta: str = "auto") -> Iterator[list[PredictionRecord]]:
     """The prediction records of each batch of inputs, in order (the task reads ``inputs``: files, folders)."""
     task = predictor.task
-    tta = task.resolve_tta(tta)
+    # a gallery and its thresholds were embedded without test-time views: auto means none there
+    tta = "none" if predictor.gallery is not None and tta == "auto" else task.resolve_tta(tta)
+    prototypes = predictor.gallery.prototypes() if predictor.gallery is not None else None
     for batch in task.prediction_batches(inputs, batch_size, task.workers(workers)):
         outputs = predictor.probabilities(batch.input, tta) if batch.input is not None else {}
-        yield task.records(outputs, batch, predictor.thresholds.values, topk)
+        if predictor.gallery is not None:
+            yield predictor.gallery.records(outputs.get("embedding"), batch, topk, prototypes)
+        else:
+            yield task.records(outputs, batch, predictor.thresholds.values, topk)
 
 
 def predict_loader(task: Task, model: torch.nn.Module, loader: Iterable[dict[str, torch.Tensor]], tta: str = "none",
@@ -123,15 +147,23 @@ class Written:
 
 
 def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, topk: int = 5,
-                      batch_size: int = 64, workers: int | None = None, tta: str = "auto") -> Written:
+                      batch_size: int = 64, workers: int | None = None, tta: str = "auto",
+                      gallery: bool = False) -> Written:
     """Predict every record under ``inputs`` into the CSV ``out``, with a run's best checkpoint or, when
     ``run_dir`` is a bundle folder written by ``taxotrain export``, its ONNX model (the same CSV either way).
+
+    With ``gallery``, each rank is named by the nearest prototype of the run's gallery (``inference/gallery.py``:
+    taxa enrolled after training included), ``unknown`` below the gallery's threshold for that rank.
 
     Rows are written and flushed batch by batch, so whatever stops the run (a kill, a crash in a decoder) leaves the
     rows of every batch already predicted in ``out``.
     """
-    predictor = Predictor.from_bundle(run_dir) if is_bundle(run_dir) else Predictor.from_run(run_dir)
-    task = predictor.task
+    if gallery and is_bundle(run_dir):
+        raise RunError(f"{run_dir} is an exported bundle; --gallery takes the run folder that holds the gallery")
+    if is_bundle(run_dir):
+        predictor = Predictor.from_bundle(run_dir)
+    else:
+        predictor = Predictor.from_gallery(run_dir) if gallery else Predictor.from_run(run_dir)
     out = Path(out)
     n = errors = 0
     with torch_threads(predictor.threads):
@@ -139,11 +171,11 @@ def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: st
         first = next(batches, [])  # inputs are found and the first batch is read before `out` is touched
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=task.prediction_columns(topk))
+            writer = csv.DictWriter(fh, fieldnames=predictor.columns(topk))
             writer.writeheader()
             for records in itertools.chain([first], batches):
                 for record in records:
-                    writer.writerow(task.prediction_row(record))
+                    writer.writerow(predictor.row(record))
                     n += 1
                     errors += bool(record.error)
                 fh.flush()

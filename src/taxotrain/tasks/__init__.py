@@ -1,4 +1,4 @@
-"""Tasks: what differs between image, signal (and later embedding and metadata) training, one object per task.
+"""Tasks: what differs between image, signal and embedding (and later metadata) training, one object per task.
 
 See :mod:`taxotrain.tasks.base` for the protocol. Registering a task (``@register_task("name")``) makes it available
 as ``task: name`` in configs and to every command.
@@ -15,8 +15,9 @@ from taxotrain.tasks.base import (
     list_tasks,
     register_task,
 )
+from taxotrain.tasks.embedding import ImageEmbedding
 from taxotrain.tasks.image import ImageClassification
 from taxotrain.tasks.signal import SignalClassification
 
-__all__ = ["ImageClassification", "InputBatch", "PredictionRecord", "SignalClassification", "StepOutput", "Task",
-           "TaskError", "create_task", "get_task", "list_tasks", "register_task"]
+__all__ = ["ImageClassification", "ImageEmbedding", "InputBatch", "PredictionRecord", "SignalClassification",
+           "StepOutput", "Task", "TaskError", "create_task", "get_task", "list_tasks", "register_task"]

@@ -15,7 +15,7 @@ registry, listing tasks and validating a config stay fast.
 Example:
     >>> from taxotrain.tasks import create_task, list_tasks
     >>> list_tasks()
-    ['image', 'signal']
+    ['embedding', 'image', 'signal']
 """
 
 from __future__ import annotations
@@ -48,6 +48,13 @@ if TYPE_CHECKING:
     from taxotrain.data.store import Store
     from taxotrain.stages import Stage
     from taxotrain.tasks.classification import RankClassification
+
+
+# settings of the embedding task's margin losses: a one-line error on the other tasks (see their rules)
+EMBEDDING_ONLY = "task: embedding (margin losses; docs/embeddings.md)"
+EMBEDDING_KEYS = {key: EMBEDDING_ONLY for key in (
+    "model.embed_dim", "optim.centre_lr_scale", "loss.margin", "loss.scale", "loss.m1", "loss.m2", "loss.m3",
+    "loss.sub_centers", "loss.sample_rate")}
 
 
 class TaskError(TaxotrainError):
@@ -86,6 +93,9 @@ class Task:
     store_kind: ClassVar[str]  # the kind of store (``Store.kind``) the task trains on
     id_columns: ClassVar[tuple[str, ...]] = ("path",)  # prediction CSV columns that identify a record
     extra_columns: ClassVar[tuple[str, ...]] = ()  # prediction CSV columns an input may fill (e.g. true_class)
+    # whether evaluate scores the run's embeddings by retrieval (test queries against the train split), few-shot
+    # and open set (the store's held-out classes); see evaluation/embedding_eval.py
+    evaluates_retrieval: ClassVar[bool] = False
 
     def __init__(self, config: Config, taxonomy: Taxonomy, spec: InputSpec,
                  class_counts: list[np.ndarray] | None = None) -> None:
@@ -261,6 +271,11 @@ class Task:
         """Loss and outputs of a validation batch (for :meth:`metrics`)."""
         return self.objective.validation_step(model, batch)
 
+    def param_groups(self, model: nn.Module) -> list[tuple[list[nn.Parameter], float]]:
+        """Parameters that get their own optimizer group, each list with its learning-rate multiplier (the margin
+        heads' class centres of ``task: embedding``); every other parameter stays in the default groups."""
+        return self.objective.param_groups(model)
+
     def fits_in_closed_form(self, model: nn.Module) -> bool:
         """Whether ``model`` is fitted in one closed-form pass over the train split (the ROCKET family) instead of
         gradient epochs; ``fit`` then calls :meth:`fit_closed_form` (``training/closed_form.py``)."""
@@ -315,6 +330,11 @@ class Task:
         """Probabilities per rank of a batch of raw inputs, averaged over the test-time views; ``module`` is the
         :meth:`inference_module` of the trained model."""
         return self.objective.predict(module, self.views(batch["input"], tta))
+
+    def embed_step(self, module: nn.Module, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """The embedding ``[B, D]`` of a batch of raw inputs (float32, as the model gives it: unit length for
+        ``task: embedding``, the pooled features of a classifier); ``module`` is the :meth:`inference_module`."""
+        return self.objective.embed(module, batch["input"])
 
     def records(self, outputs: dict[str, np.ndarray], batch: InputBatch, thresholds: list[float] | None,
                 topk: int = 5) -> list[PredictionRecord]:

@@ -140,6 +140,10 @@ class RankClassification:
         if self.mixer.cfg.mixup_alpha != alpha:
             self.mixer.cfg = self.mixer.cfg.model_copy(update={"mixup_alpha": alpha})
 
+    def param_groups(self, model: nn.Module) -> list[tuple[list[nn.Parameter], float]]:
+        """Parameters with their own learning-rate multiplier: none (every parameter at ``optim.lr``)."""
+        return []
+
     def modules(self) -> dict[str, nn.Module]:
         """Parts with state to checkpoint and move to the device (soft-target buffers, GradNorm's weights)."""
         return {"loss": self.loss, **({"gradnorm": self.gradnorm} if self.gradnorm is not None else {})}
@@ -201,6 +205,11 @@ class RankClassification:
             probs = module(view)[: len(self.ranks)]
             total = [t + p for t, p in zip(total, probs, strict=True)] if total else list(probs)
         return {rank: (p / len(views)).cpu().numpy() for rank, p in zip(self.ranks, total, strict=True)}
+
+    @torch.no_grad()
+    def embed(self, module: RankProbabilities, x: torch.Tensor) -> np.ndarray:
+        """The embedding output of the inference module (after the probabilities of every rank), float32."""
+        return module(x)[len(self.ranks)].float().cpu().numpy()
 
     def columns(self, topk: int) -> list[str]:
         """Prediction CSV columns: label and score per rank, the roll-up, the finest rank's top-k."""

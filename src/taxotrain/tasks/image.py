@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from taxotrain.config import Config, TaskRules
 from taxotrain.data.specs import IMAGE_KIND, TTA_VIEWS, ImageSpec, spec_from_checkpoint
-from taxotrain.tasks.base import InputBatch, Task, TaskError, register_task
+from taxotrain.tasks.base import EMBEDDING_KEYS, InputBatch, Task, TaskError, register_task
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,11 +35,13 @@ class ImageClassification(Task):
         description="image classification: organism images at every rank (any timm backbone)",
         default_backbone="resnet18",
         not_applicable={"data.signal_augment": SIGNAL_ONLY,
-                        "model.candidates": f"{SIGNAL_ONLY} (model.backbone: auto chooses among closed-form models)"},
+                        "model.candidates": f"{SIGNAL_ONLY} (model.backbone: auto chooses among closed-form models)",
+                        **EMBEDDING_KEYS},
     )
     spec_type = ImageSpec
     store_kind = IMAGE_KIND
     id_columns = ("path",)
+    evaluates_retrieval = True
 
     spec: ImageSpec
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from taxotrain.config import Config, TaskRules
 from taxotrain.data.specs import SIGNAL_KIND, SignalSpec
-from taxotrain.tasks.base import InputBatch, Task, register_task
+from taxotrain.tasks.base import EMBEDDING_KEYS, InputBatch, Task, register_task
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,7 +47,7 @@ class SignalClassification(Task):
                         "model.pretrained": f"{IMAGE_ONLY}; signal networks train from scratch",
                         "model.pretrained_path": f"{IMAGE_ONLY}; signal networks train from scratch",
                         "model.drop_path_rate": IMAGE_ONLY,
-                        "progressive": f"{IMAGE_ONLY}: its stages grow the image size"},
+                        "progressive": f"{IMAGE_ONLY}: its stages grow the image size", **EMBEDDING_KEYS},
     )
     spec_type = SignalSpec
     store_kind = SIGNAL_KIND

@@ -31,6 +31,17 @@ def to_channels_last(model: nn.Module) -> None:
                 tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
 
 
+def own_group(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], lr: float, weight_decay: float) -> None:
+    """Move ``params`` out of the optimizer's groups into a group of their own at ``lr`` (before any step: the
+    optimizer has no state yet). Groups left empty are dropped; the new group is last, so group 0 (the LR that
+    ``metrics.csv`` logs) stays the base one."""
+    moved = {id(p) for p in params}
+    for group in optimizer.param_groups:
+        group["params"] = [p for p in group["params"] if id(p) not in moved]
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+    optimizer.add_param_group({"params": list(params), "lr": lr, "weight_decay": weight_decay})
+
+
 class TaskModule(L.LightningModule):
     """Trains ``model`` on ``task``. ``store`` facts (path, fingerprint) go into every checkpoint with the task's
     config, taxonomy and preprocessing spec, so evaluate and predict need nothing else."""
@@ -126,6 +137,8 @@ class TaskModule(L.LightningModule):
         kwargs: dict[str, Any] = {"momentum": opt_cfg.momentum} if opt_cfg.name == "sgd" else {}
         optimizer = timm.optim.create_optimizer_v2(self.model, opt=opt_cfg.name, lr=opt_cfg.lr,
                                                    weight_decay=opt_cfg.weight_decay, **kwargs)
+        for params, scale in self.task.param_groups(self.model):  # e.g. class centres at a higher LR
+            own_group(optimizer, params, opt_cfg.lr * scale, opt_cfg.weight_decay)
         per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs or 1))
         return {"optimizer": optimizer, "lr_scheduler": build_scheduler(
             optimizer, opt_cfg, per_epoch, self.monitor, self.config.trainer.monitor_mode,

@@ -34,8 +34,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, opt_cfg: OptimConfig, per_
     (``cosine_factor`` gives the current multiplier, progressive stages' ``lr_scale`` included). ``per_epoch`` is the
     number of optimizer steps per epoch (the cycle length unit of cyclic and sgdr). plateau: torch
     ``ReduceLROnPlateau`` on the monitored val metric, per epoch. cyclic: ``CyclicLR(mode="triangular2")`` between
-    ``lr * min_lr_ratio`` and ``lr``, half cycle ``cycle_epochs``, per step. sgdr: ``CosineAnnealingWarmRestarts``
-    with ``T_0 = cycle_epochs`` and ``T_mult = cycle_mult``, per step.
+    ``lr * min_lr_ratio`` and ``lr`` (each parameter group's own ``lr``), half cycle ``cycle_epochs``, per step.
+    sgdr: ``CosineAnnealingWarmRestarts`` with ``T_0 = cycle_epochs`` and ``T_mult = cycle_mult``, per step.
     """
     sched = torch.optim.lr_scheduler
     low = opt_cfg.lr * opt_cfg.min_lr_ratio
@@ -46,8 +46,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, opt_cfg: OptimConfig, per_
     if opt_cfg.schedule in ("cyclic", "sgdr"):
         cycle = max(1, round(opt_cfg.cycle_epochs * per_epoch))
         if opt_cfg.schedule == "cyclic":
-            cyclic = sched.CyclicLR(optimizer, base_lr=low, max_lr=opt_cfg.lr, step_size_up=cycle,
-                                    mode="triangular2", cycle_momentum=False)
+            peaks = [g["lr"] for g in optimizer.param_groups]  # each group's own (e.g. class centres' x10)
+            cyclic = sched.CyclicLR(optimizer, base_lr=[p * opt_cfg.min_lr_ratio for p in peaks], max_lr=peaks,
+                                    step_size_up=cycle, mode="triangular2", cycle_momentum=False)
             return {"scheduler": cyclic, "interval": "step"}
         sgdr = sched.CosineAnnealingWarmRestarts(optimizer, T_0=cycle, T_mult=opt_cfg.cycle_mult, eta_min=low)
         return {"scheduler": sgdr, "interval": "step"}

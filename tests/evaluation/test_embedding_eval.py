@@ -1,0 +1,111 @@
+"""evaluate's retrieval, held-out (few-shot) and open-set figures on real plankton: what metrics.json holds equals the
+library's functions on the run's embeddings, and the report shows it; --no-retrieval skips it; classifiers get it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from taxotrain.cli import main
+from taxotrain.data.store import Store
+from taxotrain.evaluation.retrieval import (
+    fewshot_accuracy,
+    known_vs_unknown_auroc,
+    leave_one_out_precision_at_1,
+    precision_at_1_by_group,
+    retrieval_report,
+)
+from taxotrain.inference.embed import embed_split
+from taxotrain.inference.openset import choose_threshold
+from taxotrain.inference.search import l2_normalize, search
+from taxotrain.run import load_run
+
+
+def _labels(labels: np.ndarray, ranks: list[str]) -> dict[str, np.ndarray]:
+    return {rank: labels[:, r] for r, rank in enumerate(ranks)}
+
+
+@pytest.fixture(scope="module")
+def evaluated(embedding_run: Path) -> dict:
+    assert main(["evaluate", str(embedding_run), "--tta", "none", "--knn-k", "7"]) == 0
+    return json.loads((embedding_run / "metrics.json").read_text())
+
+
+def test_retrieval_equals_the_library_on_the_runs_embeddings(evaluated: dict, embedding_run: Path,
+                                                              heldout_store: Path) -> None:
+    run, store = load_run(embedding_run), Store(heldout_store)
+    ranks = run.taxonomy.ranks
+    g, g_lab, _ = embed_split(run, store, "train")
+    q, q_lab, _ = embed_split(run, store, "test")
+    expected = retrieval_report(q, _labels(q_lab, ranks), g, _labels(g_lab, ranks), k_knn=7)
+    for rank in ranks:
+        got = evaluated["retrieval"][rank]
+        assert {"precision_at_1", "recall_at_5", "map_at_r", "knn_top1", "queries"} <= set(got)
+        assert got == pytest.approx(expected[rank])
+        if got["queries"]:
+            assert all(0 <= got[k] <= 1 for k in ("precision_at_1", "recall_at_5", "map_at_r", "knn_top1"))
+    assert evaluated["retrieval"]["class"]["queries"] == len(store.splits["test"])
+    assert evaluated["retrieval"]["class"]["precision_at_1"] > 0.5  # 4 trained classes: chance is about 0.3
+    _, idx = search(l2_normalize(q), l2_normalize(g), 1)
+    by_group = precision_at_1_by_group(idx, _labels(q_lab, ranks), _labels(g_lab, ranks), run.taxonomy.names[0])
+    assert list(evaluated["retrieval_by_group"]) == list(by_group) == ["crustaceans", "diatoms", "protists"]
+    assert all(evaluated["retrieval_by_group"][group] == pytest.approx(row) for group, row in by_group.items())
+    assert evaluated["retrieval_setup"]["knn_k"] == 7 and evaluated["retrieval_setup"]["gallery_records"] == len(g)
+
+
+def test_heldout_classes_get_fewshot_and_openset_figures(evaluated: dict, embedding_run: Path,
+                                                         heldout_store: Path) -> None:
+    run, store = load_run(embedding_run), Store(heldout_store)
+    ranks = run.taxonomy.ranks
+    g, g_lab, _ = embed_split(run, store, "train")
+    h, h_lab, _ = embed_split(run, store, "heldout")
+    loo = leave_one_out_precision_at_1(h, _labels(h_lab, ranks))
+    for r, rank in enumerate(ranks):
+        got = evaluated["heldout"][rank]
+        assert got["loo_precision_at_1"] == pytest.approx(loo[rank]["precision_at_1"])
+        for shots in (1, 5):
+            want = fewshot_accuracy(g.astype(np.float64).mean(0), h, h_lab[:, r], shots, draws=5,
+                                    seed=run.config.run.seed)["accuracy"]
+            assert got[f"fewshot_{shots}"] == pytest.approx(want)
+    fine = evaluated["heldout"]["class"]
+    assert fine["records"] == len(store.splits["heldout"]) and fine["classes"] == 2
+    assert 0.5 < fine["loo_precision_at_1"] <= 1 and 0 <= fine["fewshot_1"] <= 1 and 0 <= fine["fewshot_5"] <= 1
+
+    opened = evaluated["openset"]
+    gallery = l2_normalize(g)
+    known, _ = search(l2_normalize(embed_split(run, store, "test")[0]), gallery, 1)
+    unknown, _ = search(l2_normalize(h), gallery, 1)
+    assert opened["auroc"] == pytest.approx(known_vs_unknown_auroc(known[:, 0], unknown[:, 0]))
+    assert opened["auroc"] > 0.6  # new species sit further from the train split than known ones
+    v, v_lab, _ = embed_split(run, store, "val")
+    v_sims, v_idx = search(l2_normalize(v), gallery, 1)
+    choice = choose_threshold(v_sims[:, 0], g_lab[v_idx[:, 0], -1] == v_lab[:, -1], 0.9)
+    assert opened["threshold"] == pytest.approx(choice.threshold) and opened["chosen_on"] == "val"
+    assert opened["unknown_rejected"] == pytest.approx(float((unknown[:, 0] < choice.threshold).mean()))
+    assert 0 <= opened["accuracy"] <= 1 and opened["unknown"] == len(h) and opened["known"] == len(known)
+
+
+def test_the_report_shows_retrieval_and_the_heldout_classes(evaluated: dict, embedding_run: Path) -> None:
+    html = (embedding_run / "report.html").read_text()
+    assert 'id="retrieval"' in html and "MAP@R" in html and "Held-out classes" in html and "AUROC" in html
+    assert f"{evaluated['retrieval']['class']['map_at_r']:.3f}" in html
+
+
+def test_no_retrieval_skips_it_and_a_classifier_run_gets_it(trained_run: Path, plankton_store: Path) -> None:
+    assert main(["evaluate", str(trained_run), "--tta", "none", "--no-retrieval"]) == 0
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert "retrieval" not in metrics and 'id="retrieval"' not in (trained_run / "report.html").read_text()
+    assert main(["evaluate", str(trained_run), "--tta", "none", "--split", "val"]) == 0
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    got = metrics["retrieval"]["class"]
+    assert got["queries"] == len(Store(plankton_store).splits["val"]) and 0 <= got["map_at_r"] <= 1
+    assert "heldout" not in metrics and "openset" not in metrics  # a store without held-out classes
+    assert metrics["retrieval_setup"]["embedding_dim"] == load_run(trained_run).model.num_features
+
+
+def test_knn_k_below_one_is_a_one_line_error(embedding_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(embedding_run), "--knn-k", "0"]) == 2
+    assert "--knn-k 0" in capsys.readouterr().err
