@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="put two or more runs side by side (same test split); NAME=RUN,RUN,... is one setting over "
                    "several seeds: averaged, and its interval resamples the seeds too")
     s.add_argument("--out", type=Path, default=Path("comparison"), help="folder for --compare (default ./comparison)")
+    s.add_argument("--unpaired", action="store_true", help="--compare settings scored on different test splits "
+                   "(e.g. a random split against one grouped by date): each setting's records are resampled on "
+                   "their own")
     s.add_argument("--target-precision", type=float, default=0.9,
                    help="precision the roll-up thresholds aim for on the val split (default 0.9)")
     s.add_argument("--store", type=Path, help="store to evaluate on (default: the one the run was trained on)")
@@ -360,7 +363,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         from taxotrain.evaluation.compare import compare_runs, format_table
 
         runs = ([args.run] if args.run else []) + args.compare
-        comparison = compare_runs(runs, args.out)
+        comparison = compare_runs(runs, args.out, unpaired=args.unpaired)
         print(format_table(comparison))
         print(f"comparison: {comparison.html}")
         return

@@ -72,6 +72,26 @@ def test_compare_refuses_different_splits(trained_run: Path, tmp_path: Path, syn
     assert main(["fit", f"data.store={store}", f"run.dir={run}", "trainer.max_epochs=1", *FAST]) == 0
     assert main(["evaluate", "--compare", str(trained_run), str(run), "--out", str(tmp_path / "c")]) == 2
     assert "different test splits" in capsys.readouterr().err
+    # --unpaired compares different splits, but only of runs with the same ranks
+    assert main(["evaluate", "--compare", str(trained_run), str(run), "--unpaired", "--out", str(tmp_path / "c")]) == 2
+    assert "different ranks" in capsys.readouterr().err
+
+
+def test_unpaired_compare_of_two_splits_of_one_dataset(trained_run: Path, plankton_manifest: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "reseeded.h5"  # the same records split with another seed: other test records
+    assert main(["prepare", "--manifest", str(plankton_manifest), "--ranks", "group,subgroup,class", "--seed", "7",
+                 "--out", str(store), "--workers", "1", "--no-leak-check"]) == 0
+    run = tmp_path / "reseeded"
+    assert main(["fit", f"data.store={store}", f"run.dir={run}", "trainer.max_epochs=1", *FAST]) == 0
+    assert main(["evaluate", str(run), "--no-retrieval", "--tta", "none"]) == 0
+    out = tmp_path / "u"
+    assert main(["evaluate", "--compare", f"base={trained_run}", f"other={run}", "--unpaired", "--out",
+                 str(out)]) == 0
+    with (out / "compare.csv").open() as fh:
+        row = {r["metric"]: r for r in csv.DictReader(fh)}["class top1"]
+    assert float(row["other - base low"]) <= float(row["other - base"]) <= float(row["other - base high"])
+    assert float(row["other - base"]) == pytest.approx(float(row["other"]) - float(row["base"]), abs=1e-6)
 
 
 def test_settings_parse_names_and_seed_groups(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from taxotrain.evaluation.intervals import paired_differences
+from taxotrain.evaluation.intervals import paired_differences, unpaired_differences
 
 
 def arrays(hits: np.ndarray, heights: np.ndarray) -> dict[str, np.ndarray]:
@@ -66,3 +66,22 @@ def test_seeds_that_disagree_widen_the_interval() -> None:
     one = paired_differences(arrays(hits, heights), seeds[:1], resamples=1000)["class top1"]
     assert one == paired_differences(arrays(hits, heights), seeds[0], resamples=1000)["class top1"]
     assert one[1] > 0  # one lucky seed alone looks like a sure gain
+
+
+def test_unpaired_intervals_cover_two_independent_test_sets() -> None:
+    # the same model quality (60%) on two different test sets: no difference, and an interval wider than the
+    # paired one of a real gain of the same size on one set
+    rng = np.random.default_rng(3)
+    a_hits, b_hits = rng.random(1500) < 0.6, rng.random(1000) < 0.6
+    a = arrays(a_hits, np.where(a_hits, 0, 2))
+    b = {**arrays(b_hits, np.where(b_hits, 0, 2)), "indices": np.arange(5000, 6000)}  # other records
+    obs, lo, hi = unpaired_differences(a, b, resamples=1000)["class top1"]
+    assert obs == pytest.approx(b_hits.mean() - a_hits.mean()) and lo < obs < hi and lo < 0 < hi
+    # standard error of a difference of two independent proportions: the interval is about +-1.96 of it
+    se = np.sqrt(0.24 / 1500 + 0.24 / 1000)
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.15)
+    better = b_hits | (rng.random(1000) < 0.5)  # a clearly better setting on its own test set
+    _, lo, _ = unpaired_differences(a, {**b, "class top1": better.astype(float)}, resamples=500)["class top1"]
+    assert lo > 0
+    with pytest.raises(ValueError, match="one setting hold different test records"):
+        unpaired_differences([a, {**a, "indices": np.arange(1, 1501)}], b)

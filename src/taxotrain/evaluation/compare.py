@@ -26,7 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from taxotrain.evaluation.intervals import paired_differences, record_arrays  # noqa: E402
+from taxotrain.evaluation.intervals import paired_differences, record_arrays, unpaired_differences  # noqa: E402
 from taxotrain.evaluation.metrics import per_rank  # noqa: E402
 from taxotrain.evaluation.report import evaluate_run  # noqa: E402
 from taxotrain.files import atomic_path, write_text_atomic  # noqa: E402
@@ -117,9 +117,10 @@ def _default_name(runs: list[Path]) -> str:
     return f"{prefix} ({len(runs)} runs)"
 
 
-def compare_runs(settings: Sequence[str | Path], out: str | Path) -> Comparison:
+def compare_runs(settings: Sequence[str | Path], out: str | Path, unpaired: bool = False) -> Comparison:
     """Write ``compare.csv``, ``compare.png`` and ``compare.html`` for ``settings`` (see :func:`parse_setting`)
-    into ``out``."""
+    into ``out``. ``unpaired`` compares settings scored on different test splits of the same taxonomy (e.g. a
+    random split against a grouped one): each setting's test records are resampled on their own."""
     parsed = [parse_setting(a) for a in settings]
     if len(parsed) < 2:
         raise RunError("--compare needs at least two run folders (or comma-joined groups of seeds)")
@@ -131,9 +132,12 @@ def compare_runs(settings: Sequence[str | Path], out: str | Path) -> Comparison:
     metrics = {str(run): _metrics(run) for setting in parsed for run in setting.runs}
     digests = {m["evaluation"].get("split_digest") for m in metrics.values()}
     prints = {m["evaluation"].get("store_fingerprint") for m in metrics.values()} - {None}
-    if len(digests) > 1 or len(prints) > 1:
+    if unpaired:
+        _check_unpaired(parsed, metrics)
+    elif len(digests) > 1 or len(prints) > 1:
         raise RunError("the runs were evaluated on different test splits (" + ", ".join(
-            f"{n}: {m['evaluation']['store']}" for n, m in metrics.items()) + "); compare runs of the same store")
+            f"{n}: {m['evaluation']['store']}" for n, m in metrics.items()) + "); compare runs of the same store, "
+            "or give --unpaired to compare settings scored on different test splits")
     # the CSV keeps each seed's own value beside its setting's mean: column -> run key in ``metrics``
     seed_columns = {f"{s.name} [{r.name}]": str(r) for s in parsed if len(s.runs) > 1 for r in s.runs}
     rows = []
@@ -148,7 +152,7 @@ def compare_runs(settings: Sequence[str | Path], out: str | Path) -> Comparison:
     arrays = {s.name: [record_arrays(RunPaths(r).predictions("test"), ranks) for r in s.runs] for s in parsed}
     diff_columns = []
     for name in names[1:]:
-        diffs = paired_differences(arrays[names[0]], arrays[name])
+        diffs = (unpaired_differences if unpaired else paired_differences)(arrays[names[0]], arrays[name])
         col = f"{name} - {names[0]}"
         diff_columns += [col, f"{col} low", f"{col} high"]
         for row in rows:
@@ -164,6 +168,18 @@ def compare_runs(settings: Sequence[str | Path], out: str | Path) -> Comparison:
     png = _plot(rows, names, out / "compare.png")
     write_text_atomic(out / "compare.html", _html(rows, names, next(iter(metrics.values())), png))
     return Comparison(rows, csv_path, png, out / "compare.html", names)
+
+
+def _check_unpaired(parsed: list[Setting], metrics: dict[str, dict[str, Any]]) -> None:
+    """``--unpaired``: each setting's seeds share one test split, and every run has the same ranks."""
+    for setting in parsed:
+        digests = {metrics[str(r)]["evaluation"].get("split_digest") for r in setting.runs}
+        if len(digests) > 1:
+            raise RunError(f"--compare {setting.name}: its runs were evaluated on different test splits; the seeds "
+                           "of one setting must share their test records")
+    ranks = {tuple(per_rank(m)) for m in metrics.values()}
+    if len(ranks) > 1:
+        raise RunError("--unpaired: the runs have different ranks (" + "; ".join(map(", ".join, ranks)) + ")")
 
 
 def _plot(rows: list[dict[str, Any]], names: list[str], path: Path) -> Path:

@@ -92,6 +92,34 @@ def paired_differences(base: Arrays, other: Arrays, resamples: int = 2000, seed:
     return out
 
 
+def unpaired_differences(base: Arrays, other: Arrays, resamples: int = 2000, seed: int = 0,
+                         level: float = 0.95) -> dict[str, tuple[float, float, float]]:
+    """As :func:`paired_differences` for two settings scored on *different* test records (e.g. a random split
+    against a split grouped by date): each setting's records are resampled on their own, so the interval also
+    carries the noise of two independent test sets. The runs of one setting must share their records."""
+    rng = np.random.default_rng(seed)
+    resampled, observed = [], []
+    for arrays in (base, other):
+        runs = _as_runs(arrays)
+        indices = runs[0]["indices"]
+        if any(not np.array_equal(indices, r["indices"]) for r in runs):
+            raise ValueError("the runs of one setting hold different test records")
+        n = len(indices)
+        idx = rng.integers(0, n, size=(resamples, n))
+        pick = rng.integers(0, len(runs), size=(resamples, len(runs)))
+        stats = [statistics(r) for r in runs]
+        full = np.arange(n)[None, :]
+        resampled.append({k: np.stack([s[k](idx) for s in stats])[pick.T, np.arange(resamples)].mean(0)
+                          for k in stats[0]})
+        observed.append({k: float(np.mean([s[k](full)[0] for s in stats])) for k in stats[0]})
+    out = {}
+    for key in resampled[0]:
+        diff = resampled[1][key] - resampled[0][key]
+        lo, hi = np.quantile(diff, [(1 - level) / 2, (1 + level) / 2])
+        out[key] = (observed[1][key] - observed[0][key], float(lo), float(hi))
+    return out
+
+
 def _as_runs(arrays: Arrays) -> list[dict[str, np.ndarray]]:
     runs = [arrays] if isinstance(arrays, dict) else list(arrays)
     if not runs:
