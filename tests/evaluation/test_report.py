@@ -32,6 +32,8 @@ def test_evaluate_writes_sane_report(trained_run: Path, plankton_store: Path) ->
     store = Store(plankton_store)
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["evaluation"]["split"] == "test" and metrics["evaluation"]["records"] == len(store.splits["test"])
+    ev = metrics["evaluation"]  # throughput of the scoring pass: records over the seconds it took
+    assert ev["records_per_s"] == pytest.approx(ev["records"] / ev["seconds"], rel=0.05) and ev["views"] == 8
     for rank in store.ranks:
         m = metrics["ranks"][rank]
         assert set(m) >= {"top1", "top5", "macro_f1", "balanced_accuracy", "ece"}

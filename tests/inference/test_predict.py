@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from taxotrain.data.store import Store
 from tests.conftest import need_plankton
 
 
-def test_predict_csv(trained_run: Path, plankton_store: Path, tmp_path: Path) -> None:
+def test_predict_csv(trained_run: Path, plankton_store: Path, tmp_path: Path,
+                     capsys: pytest.CaptureFixture[str]) -> None:
     root = need_plankton() / "images"
     folder = tmp_path / "new"
     (folder / "deep" / "deeper").mkdir(parents=True)
@@ -25,6 +27,9 @@ def test_predict_csv(trained_run: Path, plankton_store: Path, tmp_path: Path) ->
     single = picks[-1]
     out = tmp_path / "pred.csv"
     assert main(["predict", str(trained_run), str(folder), str(single), "--out", str(out), "--topk", "5"]) == 0
+    said = capsys.readouterr().out  # how fast, with how many loader workers
+    assert re.search(r"predicted 6 record\(s\), 1 unreadable \(see the error column\) in [\d.]+ s \(\d+ records/s, "
+                     r"0 worker\(s\)\)", said), said
     with out.open(newline="") as fh:
         reader = csv.DictReader(fh)
         rows = list(reader)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,8 +70,10 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
         loader = DataLoader(task.inference_dataset(st, name), batch_size=bs, shuffle=False, num_workers=nw)
         return predict_loader(task, run.model, loader, tta=tta)
 
+    t0 = time.perf_counter()
     with torch_threads(run.config.trainer.cpu_threads):
         probs, labels, _ = split_probs(split)
+    seconds = time.perf_counter() - t0
     metrics: dict[str, Any] = {}
     metrics["ranks"], rows = evaluate_probs(probs, labels, run.taxonomy)
     cfg = run.config
@@ -103,7 +106,9 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     digest = hashlib.sha1(indices.tobytes() + str(st.attrs.get("created")).encode()).hexdigest()[:16]
     metrics["evaluation"] = {"split": split, "records": int(len(indices)), "checkpoint": str(run.checkpoint),
                              "tta": tta, "split_digest": digest, "store_fingerprint": st.fingerprint,
-                             "store": str(st.path), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                             "store": str(st.path), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             "seconds": round(seconds, 2), "records_per_s": round(len(indices) / max(seconds, 1e-9), 1),
+                             "workers": nw, "batch_size": bs, "views": len(task.views(_probe(task), tta))}
 
     files = [_write_json(paths.metrics_json, metrics), _write_per_class(paths.per_class, rows),
              _write_predictions(paths.predictions(split), probs, labels, decoded.labels, indices,
@@ -192,7 +197,16 @@ def summary_line(result: EvalResult) -> str:
     if fine.get("precision_at_1") is not None:
         parts.append(f"retrieval P@1 {fine['precision_at_1']:.3f} MAP@R {fine['map_at_r']:.3f}")
     parts += [f"{b.get('name', k)} skipped: {b['skipped']}" for k, b in baselines.items() if b.get("skipped")]
+    ev = result.metrics.get("evaluation") or {}
+    if ev.get("records_per_s"):
+        parts.append(f"{ev['records']} records in {ev['seconds']:.1f} s ({ev['records_per_s']:.0f}/s, "
+                     f"{ev['workers']} worker(s), {ev['views']} view(s) each)")
     return "; ".join(parts) + f"; report {result.report}"
+
+
+def _probe(task: Any) -> Any:
+    """One example input of ``task``, to count its test-time views."""
+    return task.example_input(1)
 
 
 __all__ = ["EvalResult", "evaluate_run", "summary_line"]

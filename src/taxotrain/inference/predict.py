@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import itertools
 import shlex
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,11 +140,15 @@ class Written:
     rows: int
     errors: int
     thresholds: Thresholds
+    seconds: float = 0.0  # reading, predicting and writing every record
+    workers: int = 0
 
     def summary(self) -> str:
         """One line for the log."""
-        return (f"predicted {self.rows - self.errors} record(s), {self.errors} unreadable (see the error column) -> "
-                f"{self.path}; roll-up thresholds: {self.thresholds.source}")
+        rate = f" in {self.seconds:.1f} s ({self.rows / max(self.seconds, 1e-9):.0f} records/s, {self.workers} " \
+               "worker(s))" if self.seconds else ""
+        return (f"predicted {self.rows - self.errors} record(s), {self.errors} unreadable (see the error column)"
+                f"{rate} -> {self.path}; roll-up thresholds: {self.thresholds.source}")
 
 
 def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, topk: int = 5,
@@ -166,6 +171,7 @@ def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: st
         predictor = Predictor.from_gallery(run_dir) if gallery else Predictor.from_run(run_dir)
     out = Path(out)
     n = errors = 0
+    t0 = time.perf_counter()
     with torch_threads(predictor.threads):
         batches = predict_records(predictor, inputs, topk, batch_size, workers, tta)
         first = next(batches, [])  # inputs are found and the first batch is read before `out` is touched
@@ -179,4 +185,4 @@ def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: st
                     n += 1
                     errors += bool(record.error)
                 fh.flush()
-    return Written(out, n, errors, predictor.thresholds)
+    return Written(out, n, errors, predictor.thresholds, time.perf_counter() - t0, predictor.task.workers(workers))
