@@ -152,3 +152,16 @@ def test_sync_batchnorm_on_the_cpu_is_one_line(plankton_store: Path, tmp_path: P
                           env=_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "trainer.sync_batchnorm needs GPUs" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "sbn" / "checkpoints").exists()
+
+
+def test_embedding_task_with_sampled_centres_trains_under_ddp(plankton_store: Path, tmp_path: Path) -> None:
+    # margin heads whose centres each process samples on its own: DDP still averages one dense centre gradient
+    run = tmp_path / "emb"
+    out = _fit([*_args(plankton_store, run, epochs=2), "data.batch_size=16", *DDP, "task=embedding",
+                "loss.margin=arcface", "loss.sample_rate=0.5", "model.embed_dim=32"]).stdout
+    assert out.count("fit done") == 1
+    rows = _rows(run)
+    assert [int(r["epoch"]) for r in rows] == [0, 1] and float(rows[1]["train/loss"]) < float(rows[0]["train/loss"])
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    groups = state["optimizer_states"][0]["param_groups"]
+    assert groups[-1]["lr"] == pytest.approx(10 * groups[0]["lr"])  # the centres' own group, under DDP too
