@@ -156,10 +156,13 @@ def heldout_store(plankton_manifest: Path, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture(scope="session")
 def embedding_run(heldout_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An 8-epoch ArcFace embedding run (tiny timm model, 32 px) on the held-out store, through the real CLI."""
+    return _embedding_fit(heldout_store, tmp_path_factory.mktemp("runs") / "embedding")
+
+
+def _embedding_fit(store: Path, run: Path) -> Path:
     from taxotrain.cli import main
 
-    run = tmp_path_factory.mktemp("runs") / "embedding"
-    assert main(["fit", f"data.store={heldout_store}", f"run.dir={run}", *EMBEDDING]) == 0
+    assert main(["fit", f"data.store={store}", f"run.dir={run}", *EMBEDDING]) == 0
     return run
 
 
@@ -184,8 +187,4 @@ def without_new_store(plankton_manifest: Path, tmp_path_factory: pytest.TempPath
 @pytest.fixture(scope="session")
 def gallery_run(without_new_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An 8-epoch ArcFace embedding run on the subset without NEW_CLASSES, through the real CLI."""
-    from taxotrain.cli import main
-
-    run = tmp_path_factory.mktemp("runs") / "gallery"
-    assert main(["fit", f"data.store={without_new_store}", f"run.dir={run}", *EMBEDDING]) == 0
-    return run
+    return _embedding_fit(without_new_store, tmp_path_factory.mktemp("runs") / "gallery")

@@ -29,17 +29,22 @@ def _labels(labels: np.ndarray, ranks: list[str]) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
+def embedded(embedding_run: Path, heldout_store: Path) -> dict:
+    """The run, its ranks and the embeddings and labels of each split, computed directly with the library."""
+    run, store = load_run(embedding_run), Store(heldout_store)
+    splits = {name: embed_split(run, store, name)[:2] for name in ("train", "val", "test", "heldout")}
+    return {"run": run, "store": store, "ranks": run.taxonomy.ranks, **splits}
+
+
+@pytest.fixture(scope="module")
 def evaluated(embedding_run: Path) -> dict:
     assert main(["evaluate", str(embedding_run), "--tta", "none", "--knn-k", "7"]) == 0
     return json.loads((embedding_run / "metrics.json").read_text())
 
 
-def test_retrieval_equals_the_library_on_the_runs_embeddings(evaluated: dict, embedding_run: Path,
-                                                              heldout_store: Path) -> None:
-    run, store = load_run(embedding_run), Store(heldout_store)
-    ranks = run.taxonomy.ranks
-    g, g_lab, _ = embed_split(run, store, "train")
-    q, q_lab, _ = embed_split(run, store, "test")
+def test_retrieval_equals_the_library_on_the_runs_embeddings(evaluated: dict, embedded: dict) -> None:
+    run, store, ranks = embedded["run"], embedded["store"], embedded["ranks"]
+    (g, g_lab), (q, q_lab) = embedded["train"], embedded["test"]
     expected = retrieval_report(q, _labels(q_lab, ranks), g, _labels(g_lab, ranks), k_knn=7)
     for rank in ranks:
         got = evaluated["retrieval"][rank]
@@ -56,12 +61,9 @@ def test_retrieval_equals_the_library_on_the_runs_embeddings(evaluated: dict, em
     assert evaluated["retrieval_setup"]["knn_k"] == 7 and evaluated["retrieval_setup"]["gallery_records"] == len(g)
 
 
-def test_heldout_classes_get_fewshot_and_openset_figures(evaluated: dict, embedding_run: Path,
-                                                         heldout_store: Path) -> None:
-    run, store = load_run(embedding_run), Store(heldout_store)
-    ranks = run.taxonomy.ranks
-    g, g_lab, _ = embed_split(run, store, "train")
-    h, h_lab, _ = embed_split(run, store, "heldout")
+def test_heldout_classes_get_fewshot_and_openset_figures(evaluated: dict, embedded: dict) -> None:
+    run, store, ranks = embedded["run"], embedded["store"], embedded["ranks"]
+    (g, g_lab), (h, h_lab) = embedded["train"], embedded["heldout"]
     loo = leave_one_out_precision_at_1(h, _labels(h_lab, ranks))
     for r, rank in enumerate(ranks):
         got = evaluated["heldout"][rank]
@@ -76,11 +78,11 @@ def test_heldout_classes_get_fewshot_and_openset_figures(evaluated: dict, embedd
 
     opened = evaluated["openset"]
     gallery = l2_normalize(g)
-    known, _ = search(l2_normalize(embed_split(run, store, "test")[0]), gallery, 1)
+    known, _ = search(l2_normalize(embedded["test"][0]), gallery, 1)
     unknown, _ = search(l2_normalize(h), gallery, 1)
     assert opened["auroc"] == pytest.approx(known_vs_unknown_auroc(known[:, 0], unknown[:, 0]))
     assert opened["auroc"] > 0.6  # new species sit further from the train split than known ones
-    v, v_lab, _ = embed_split(run, store, "val")
+    v, v_lab = embedded["val"]
     v_sims, v_idx = search(l2_normalize(v), gallery, 1)
     choice = choose_threshold(v_sims[:, 0], g_lab[v_idx[:, 0], -1] == v_lab[:, -1], 0.9)
     assert opened["threshold"] == pytest.approx(choice.threshold) and opened["chosen_on"] == "val"
