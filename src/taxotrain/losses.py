@@ -185,8 +185,8 @@ class GradNorm(nn.Module):
         target = (g_norm.mean() * (ratio / ratio.mean()) ** self.alpha).detach()
         objective = (g_norm - target).abs().sum()
         (grad,) = torch.autograd.grad(objective, weights)
-        if self._optim is None:
-            self._optim = torch.optim.Adam([self.weights], lr=self.lr)
+        if self._optim is None or self._optim.param_groups[0]["params"][0] is not self.weights:
+            self._optim = torch.optim.Adam([self.weights], lr=self.lr)  # (again after .to() replaced the buffer)
         self.weights.grad = grad
         self._optim.step()
         self.weights.grad = None

@@ -94,6 +94,10 @@ def test_archive_with_packed_images_is_an_image_store(tmp_path: Path) -> None:
     assert store.metadata()["place_valid"].tolist() == [True, True, True]
     assert store.labels[2, 2] == NULL  # Globicephala sp.
     assert not list(tmp_path.glob(".*unpacked*"))  # the images unpacked for the prepare are gone
+    # and gone too when the prepare fails after unpacking them
+    assert main(["prepare", "--dwca", str(archive), "--ranks", "family,genus,scientificName", "--out",
+                 str(tmp_path / "bad.h5"), "--val", "0.7", "--test", "0.5"]) != 0
+    assert not list(tmp_path.glob(".*unpacked*")) and not (tmp_path / "bad.h5").exists()
 
 
 def test_manifest_without_files_is_occurrence_records(tmp_path: Path) -> None:

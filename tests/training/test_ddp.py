@@ -165,3 +165,30 @@ def test_embedding_task_with_sampled_centres_trains_under_ddp(plankton_store: Pa
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     groups = state["optimizer_states"][0]["param_groups"]
     assert groups[-1]["lr"] == pytest.approx(10 * groups[0]["lr"])  # the centres' own group, under DDP too
+
+
+def test_shards_are_disjoint_halves_and_a_resume_skips_the_same_records_in_any_world_size() -> None:
+    from taxotrain.training.datamodule import EpochShuffleSampler
+    from taxotrain.training.interrupt import ResumableLoader, ResumePoint
+
+    n, batch = 23, 3
+    order = list(EpochShuffleSampler(n, seed=5))
+    shards = [list(EpochShuffleSampler(n, seed=5, rank=r, world=2)) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 12  # padded by one record: both processes take the same steps
+    assert set(shards[0]) | set(shards[1]) == set(range(n)) and len(set(shards[0]) & set(shards[1])) <= 1
+    # two processes stopped after 2 batches each; resumed with one process, it skips exactly what they trained
+    trained = {i for shard in shards for i in shard[: 2 * batch]}
+    point = ResumePoint(skip_records=2 * batch * 2)
+    loader = ResumableLoader(list(range(n)), batch_size=batch, sampler=EpochShuffleSampler(n, seed=5),
+                             resume_point=point)
+    rest = [int(i) for b in loader for i in b]
+    assert set(rest) == set(range(n)) - trained and rest == order[2 * batch * 2 :]
+    # and one process stopped after 4 batches, resumed with two: each skips its share of those records
+    point = ResumePoint(skip_records=4 * batch)
+    resumed = [[int(i) for b in ResumableLoader(list(range(n)), batch_size=batch,
+                                               sampler=EpochShuffleSampler(n, seed=5, rank=r, world=2),
+                                               resume_point=ResumePoint(skip_records=point.skip_records))
+                for i in b] for r in (0, 1)]
+    padding = set(order[:1])  # the padded shards repeat the order's first record at their end
+    assert (set(resumed[0]) | set(resumed[1])) - padding == set(order[4 * batch :])
+    assert len(resumed[0]) == len(resumed[1]) == 12 - 2 * batch

@@ -236,3 +236,20 @@ def test_two_tune_processes_share_one_study_without_running_a_trial_twice(plankt
     assert len(started) == 8 and len({ln.split(" started: ")[0].split()[-1] for ln in started}) == 8
     assert len(_rows(study / "trials.csv")) == 8
     assert all((study / "trials" / f"{n:04d}" / "metrics.csv").is_file() for n in range(8))
+
+
+def test_a_journal_trial_whose_machine_went_silent_is_failed_and_requeued(tmp_path: Path) -> None:
+    # the journal file has no heartbeat of Optuna's: the loop keeps one as a user attribute, and a trial of another
+    # machine whose heartbeat is older than the grace period is failed and its params queued again
+    cfg = load_config(None, [f"run.dir={tmp_path / 'j'}", SPACE, f"tune.storage=journal:{tmp_path / 'j.log'}"])
+    study = load_study(cfg)
+    gone, alive = study.ask(), study.ask()
+    for trial, age in ((gone, 1000), (alive, 10)):
+        trial.suggest_float("optim.lr", 1e-3, 2e-2, log=True)
+        trial.set_user_attr("host", "another-machine")
+        trial.set_user_attr("pid", 12345)
+        trial.set_user_attr("heartbeat", time.time() - age)
+    assert recover_stale(study, log=lambda _: None) == [gone.number]
+    states = {t.number: t.state for t in study.trials}
+    assert states[gone.number] == TrialState.FAIL and states[alive.number] == TrialState.RUNNING
+    assert study.trials[-1].state == TrialState.WAITING and study.trials[-1].user_attrs["retry_of"] == gone.number

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.progress import track
@@ -35,7 +36,23 @@ from taxotrain.files import atomic_path
 COPY_CHUNK = 8 << 20  # spool -> store in pieces this big: a constant, whatever the corpus size
 
 
-def prepare_images(
+def prepare_images(source: Path | None, out: Path, ranks: Sequence[str], taxonomy: Path | None = None,
+                   **options: Any) -> PrepareResult:
+    """Ingest images from a class-folder tree (``source``), a ``manifest`` CSV, an EcoTaxa or COCO Camera Traps
+    export or a Darwin Core Archive (``dwca``) into the store ``out``; see :func:`_prepare` for every option.
+
+    Images packed in a Darwin Core Archive are extracted beside ``out`` for the length of the prepare and removed
+    after it, whether it succeeds or fails.
+    """
+    unpacked = Path(out).with_name(f".{Path(out).name}.{os.getpid()}.unpacked")
+    try:
+        return _prepare(unpacked, source, out, ranks, taxonomy, **options)
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)
+
+
+def _prepare(
+    unpacked: Path,
     source: Path | None,
     out: Path,
     ranks: Sequence[str],
@@ -79,7 +96,6 @@ def prepare_images(
                           f"{NEAR_DISTANCE})")
     if sum(x is not None for x in (manifest, ecotaxa, coco_ct, dwca)) > 1:
         raise IngestError("give one of --manifest, --ecotaxa, --coco-ct and --dwca")
-    unpacked = Path(out).with_name(f".{Path(out).name}.{os.getpid()}.unpacked")
     if dwca is not None:  # images named by a Darwin Core Archive's multimedia extension
         from taxotrain.data.prepare_occurrences import dwca_ingested
 
@@ -138,7 +154,6 @@ def prepare_images(
                              near_distance) if leak_check else None)
     finally:
         spool.unlink(missing_ok=True)
-        shutil.rmtree(unpacked, ignore_errors=True)
     classes = dict(zip(ingested.ranks, ingested.taxonomy.num_classes, strict=True))
     parts = [metadata.summary()] if metadata is not None else []
     if group_by is not None:

@@ -15,7 +15,7 @@ import sys
 import zipfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -42,23 +42,44 @@ def dwca_ingested(path: Path, ranks: Sequence[str], taxonomy: Path | None, group
     never downloads)."""
     archive = read_dwca(path)
     columns, rows = manifest_rows(archive, ranks)
-    packed = images is None and unpack_to is not None and any(
-        r[PATH_COLUMN] and archive.member(r[PATH_COLUMN]) is not None for r in rows)
-    base = unpack_to if packed else (images or path.parent)
     for row in rows:
         ref = row[PATH_COLUMN]
-        if ref and "://" in ref:
+        if "://" in ref:
             row["\0skip"] = (f"{ref} is a URL; taxotrain never downloads: fetch the images and give their folder "
                               "as SOURCE")
-        elif ref and packed and (data := archive.member(ref)) is not None:
-            target = base / ref  # type: ignore[operator]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+        elif ref and (PurePosixPath(ref).is_absolute() or ".." in PurePosixPath(ref).parts):
+            row["\0skip"] = f"{ref} points outside the archive; name images relative to meta.xml"
+    if images is not None:
+        base = images
+    elif path.is_dir():  # an unzipped archive: its images are read where they are
+        base = path / archive.root if archive.root else path
+    else:
+        base = path.parent
+        if unpack_to is not None and _unpack(path, archive.root, [r[PATH_COLUMN] for r in rows
+                                                                   if r[PATH_COLUMN] and "\0skip" not in r],
+                                             unpack_to):
+            base = unpack_to
     rows = [r for r in rows if r[PATH_COLUMN]]  # occurrences without an image have no record in an image store
     group = None if group_by == "none" else (group_by or "id")
     ingested = from_rows(path, columns, rows, ranks, taxonomy, group, base=base)
     ingested.skipped = [*archive.skipped, *ingested.skipped]
     return ingested
+
+
+def _unpack(archive: Path, root: str, refs: list[str], out: Path) -> bool:
+    """Extract the images ``refs`` that are packed in the zip ``archive`` (relative to its ``meta.xml`` in
+    ``root``) into ``out``, reading the zip's index once; whether any was packed there."""
+    with zipfile.ZipFile(archive) as zf:
+        names = set(zf.namelist())
+        packed = False
+        for ref in dict.fromkeys(refs):
+            name = f"{root}/{ref}" if root else ref
+            if name in names:
+                target = out / ref
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(zf.read(name))
+                packed = True
+    return packed
 
 
 def occurrences_ingested(source: Path, ranks: Sequence[str], taxonomy: Path | None,

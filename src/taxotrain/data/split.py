@@ -15,7 +15,8 @@ MIN_TO_STRATIFY = 3
 def _strata(labels: np.ndarray, with_keys: bool = False) -> Any:
     """Each record's stratum, its deepest known label, as one integer code per (depth, label) in sorted order;
     with ``with_keys`` also the ``(depth, label)`` of each code."""
-    labels = np.asarray(labels, dtype=np.int64).reshape(len(labels), -1)
+    labels = np.asarray(labels, dtype=np.int64)
+    labels = labels.reshape(len(labels), labels.shape[-1] if labels.ndim > 1 else 1)
     known = labels != NULL
     # the deepest known rank of each row (-1 for a row known at no rank), and its label there
     depth = np.where(known.any(1), labels.shape[1] - 1 - np.argmax(known[:, ::-1], axis=1), -1)

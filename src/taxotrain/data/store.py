@@ -268,7 +268,9 @@ class StoreWriter:
                       splits: dict[str, np.ndarray]) -> None:
         """Paths (or ids), label indices per rank, the taxonomy and the split indices."""
         f = self.file
-        f.create_dataset("records/path", data=np.array(paths, dtype=h5py.string_dtype()))
+        names = f.create_dataset("records/path", shape=(len(paths),), dtype=h5py.string_dtype())
+        for start in range(0, len(paths), STRING_CHUNK):  # in pieces: no second copy of every path at once
+            names[start : start + STRING_CHUNK] = np.array(paths[start : start + STRING_CHUNK], dtype=object)
         f.create_dataset("labels", data=np.asarray(labels).astype(np.int32))
         f["labels"].attrs["null"] = NULL
         taxonomy.to_h5(f.create_group("taxonomy"))

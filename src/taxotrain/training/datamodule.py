@@ -112,12 +112,20 @@ class TaskDataModule(L.LightningDataModule):
         self.resume_point = ResumePoint()
 
     def state_dict(self) -> dict[str, int]:
-        """Saved in checkpoints: the batches of the current epoch trained on (0 except after a Ctrl+C mid-epoch)."""
-        return {"batches_trained": self.resume_point.trained}
+        """Saved in checkpoints: the batches of the current epoch each process trained on (0 except after a Ctrl+C
+        mid-epoch) and the records they add up to over every process."""
+        batch = self._train[1].batch_size if self._train is not None else 0
+        trained = self.resume_point.trained
+        return {"batches_trained": trained, "records_trained": trained * int(batch or 0) * self.process()[1]}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """A resumed run's first epoch skips the batches the checkpoint had already trained on."""
-        self.resume_point.skip = int(state.get("batches_trained", 0))
+        """A resumed run's first epoch skips the records the checkpoint had already trained on (checkpoints from
+        before ``records_trained`` count batches of the stage's batch size, one process)."""
+        records = state.get("records_trained")
+        if records is None:
+            batches = int(state.get("batches_trained", 0))
+            records = batches * self.stage_batch_size(self.current_stage()) if batches else 0
+        self.resume_point.skip_records = int(records)
 
     def dataset(self, split: str, train: bool = False, stage: Stage | None = None) -> Dataset:
         """The dataset of one split, with training (at ``stage``'s settings) or evaluation transforms."""
@@ -170,6 +178,12 @@ class TaskDataModule(L.LightningDataModule):
         finally:
             module.load_state_dict(buffers, strict=False)  # the probe's forward passes must not move BN statistics
         found = max(8, int(found * 0.9) // 8 * 8)  # leave headroom for fragmentation and the optimizer step
+        if self.process()[1] > 1:  # every process must take the same number of steps: the smallest GPU decides
+            import torch.distributed as dist
+
+            size = torch.tensor(found, device=device)
+            dist.all_reduce(size, op=dist.ReduceOp.MIN)
+            found = int(size)
         print(f"stage {stage.index + 1}: batch_size auto -> {found} ({self.task.describe_input()})", flush=True)
         return found
 

@@ -187,6 +187,10 @@ def fit(cfg: Config, resume: str | None = None, callbacks: list[L.Callback] | No
                        f"differs from {resumed.get('store')}); resume with that store, or start a new run.dir")
     if len(store.splits["val"]) == 0:
         raise ConfigError(f"{store.path} has an empty val split; re-run prepare with --val above 0")
+    world = (cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1) * cfg.trainer.num_nodes
+    if len(store.splits["val"]) < world:  # a process with no val record would wait for the others forever
+        raise ConfigError(f"{store.path} has {len(store.splits['val'])} val record(s) for {world} processes; "
+                          "give every process one: re-run prepare with a larger --val, or use fewer devices")
     if cfg.model.backbone in (AUTO, MEAN):
         check_closed_form_config(cfg)  # before fitting every candidate, not after
     if cfg.model.backbone == AUTO:

@@ -83,17 +83,18 @@ def ignore_sigint_in_worker(worker_id: int) -> None:
 class ResumePoint:
     """Where in an epoch a checkpoint was taken, shared by the data module (which checkpoints it) and its train
     loader (which skips what was trained on): ``trained`` batches of the current epoch when a mid-epoch checkpoint
-    is written (0 at an epoch's end), and ``skip`` batches to leave out at the start of the next iteration."""
+    is written (0 at an epoch's end), and ``skip_records`` to leave out at the start of the next iteration,
+    counted over every process (so a run resumed with another number of processes skips the same records)."""
 
     trained: int = 0
-    skip: int = 0
+    skip_records: int = 0
 
 
 class ResumableLoader(DataLoader):
     """A training DataLoader that continues an epoch where a mid-epoch checkpoint left it: the first iteration after
-    a restore skips the batches already trained on (its sampler must accept ``skip``), so the same batches come in
-    the same order. With augmentation their random draws can differ from an uninterrupted run's, since the loader
-    had already fetched (and augmented) the next batch when the checkpoint was taken."""
+    a restore skips the records already trained on (its sampler must accept ``skip``, records of its own shard), so
+    the same batches come in the same order. With augmentation their random draws can differ from an uninterrupted
+    run's, since the loader had already fetched (and augmented) the next batch when the checkpoint was taken."""
 
     def __init__(self, *args: Any, resume_point: ResumePoint, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -101,6 +102,9 @@ class ResumableLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         point = self.resume_point
-        self.sampler.skip = point.skip * int(self.batch_size or 1)  # type: ignore[attr-defined]
-        point.skip = point.trained = 0
+        # the shards are strided over one order, so the first T records of the order are the first T / world of
+        # every shard, whatever the world size was when they were trained
+        world = int(getattr(self.sampler, "world", 1))
+        self.sampler.skip = point.skip_records // world  # type: ignore[attr-defined]
+        point.skip_records = point.trained = 0
         return super().__iter__()

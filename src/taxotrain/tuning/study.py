@@ -37,7 +37,7 @@ from optuna.trial import TrialState
 from taxotrain.config import Config, ConfigError, TuneConfig, config_to_dict, nested, save_config, validate_tree
 from taxotrain.errors import TaxotrainError, brief
 from taxotrain.training.engine import FitResult
-from taxotrain.tuning.storage import HEARTBEAT_S, make_pruner, open_storage, storage_url
+from taxotrain.tuning.storage import GRACE_S, HEARTBEAT_S, journal_path, make_pruner, open_storage, storage_url
 from taxotrain.tuning.trial_result import TrialResult
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -150,10 +150,12 @@ def recover_stale(study: optuna.Study, log: Any = print) -> list[int]:
     A trial is stale when it was started on this host by a process that no longer exists, or (another machine)
     when its heartbeat is older than the grace period.
     """
-    host = socket.gethostname()
+    host, now = socket.gethostname(), time.time()
     running = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    # a storage without heartbeats (Optuna's journal file) gets one as a user attribute (run_trial)
+    silent = [t for t in running.values() if now - float(t.user_attrs.get("heartbeat", now)) > GRACE_S]
     stale = [t for t in running.values() if t.user_attrs.get("host") == host and t.user_attrs.get("pid") != os.getpid()
-             and not _alive(t.user_attrs.get("pid"))]
+             and not _alive(t.user_attrs.get("pid"))] + silent
     for t in stale:
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
     optuna.storages.fail_stale_trials(study)  # heartbeat-based: loops on other machines that died
@@ -260,8 +262,11 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, tcfg: Config, metric: st
         beat = 0.0
         try:
             while proc.poll() is None:
-                if time.time() - beat > HEARTBEAT_S and hasattr(storage, "record_heartbeat"):
-                    storage.record_heartbeat(trial._trial_id)
+                if time.time() - beat > HEARTBEAT_S:
+                    if hasattr(storage, "record_heartbeat"):
+                        storage.record_heartbeat(trial._trial_id)
+                    else:
+                        storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time())
                     beat = time.time()
                 time.sleep(0.2)
         finally:
@@ -330,6 +335,8 @@ def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
     study = load_study(cfg)
     save_config(cfg, study_dir / "config.yaml")
     recover_stale(study, log)
+    journal = journal_path(storage_url(cfg))
+    lock_dir = journal.parent if journal is not None else study_dir  # beside a shared journal: every machine sees it
     tcfg_metric = cfg.tune.metric
     shown_metric = tcfg_metric if tcfg_metric != "auto" else "the fit's monitor (trainer.monitor)"
     n_done = sum(t.state in FINISHED for t in study.trials)
@@ -346,7 +353,7 @@ def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
             if cfg.tune.timeout is not None and time.time() - t0 > cfg.tune.timeout:
                 log(f"tune.timeout {cfg.tune.timeout:g} s reached; no new trial is started")
                 break
-            with _asking(study_dir):  # other tune processes on this study count and ask one at a time
+            with _asking(lock_dir):  # other tune processes on this study count and ask one at a time
                 states = [t.state for t in study.get_trials(deepcopy=False)]
                 busy = sum(s in FINISHED for s in states) + states.count(TrialState.RUNNING)
                 if busy >= cfg.tune.max_trials:
@@ -395,9 +402,9 @@ def tune(cfg: Config, then_fit: bool = False) -> TuneResult:
 
 @contextlib.contextmanager
 def _asking(study_dir: Path) -> Iterator[None]:
-    """Hold the study folder's ask lock: two tune processes sharing a study (one machine, or several on a shared
-    file system) never both start a trial past ``tune.max_trials``. Processes on other machines that share only
-    an RDB URL, not the folder, can overshoot by one trial each at the very end."""
+    """Hold the ask lock in ``study_dir`` (the study folder, or the folder of a shared journal file): two tune
+    processes sharing a study never both start a trial past ``tune.max_trials``. Processes on machines that share
+    only an RDB URL, no folder, can overshoot by one trial each at the very end."""
     import fcntl
 
     with (study_dir / ".ask.lock").open("a") as fh:
