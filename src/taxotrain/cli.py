@@ -124,8 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("predict", help="classify image files and folders (or signal files) into a CSV")
     s.add_argument("run", type=Path, help="run folder (or .ckpt file), or a bundle folder written by `taxotrain "
                    "export` (runs on ONNX Runtime)")
-    s.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively); for a signal run: "
-                   "Capfinder CSVs, .ts or NumPy files")
+    s.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively), or manifest CSVs "
+                   "(a filepath column, relative to the CSV, and place/date columns: decimalLatitude, "
+                   "decimalLongitude, eventDate, ...); for a signal run: Capfinder CSVs, .ts or NumPy files; for a "
+                   "prior run: CSVs of place/date rows")
     s.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default predictions.csv)")
     s.add_argument("--topk", type=int, default=5, help="labels with scores at the finest rank (default 5)")
     s.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
@@ -136,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "signals; none is fastest")
     s.add_argument("--gallery", action="store_true", help="name each rank by the nearest taxon of the run's gallery "
                    "(taxotrain gallery build/add: taxa enrolled after training too), 'unknown' below its threshold")
+    s.add_argument("--prior", type=Path, metavar="PRIOR_RUN", help="a task: prior run: multiply its probabilities "
+                   "at each record's place and date (from a manifest CSV input) into the model's, before decoding")
+    s.add_argument("--prior-weight", type=float, default=1.0, metavar="W", help="exponent of the prior's "
+                   "probabilities (default 1: the product rule; 0 ignores the prior)")
 
     s = sub.add_parser("embed", help="write the embedding of each image file (any image run) to .npz or .parquet")
     s.add_argument("run", type=Path, help="run folder (or .ckpt file) written by fit")
@@ -381,7 +387,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     from taxotrain.inference.predict import write_predictions
 
     written = write_predictions(args.run, args.inputs, args.out, topk=args.topk, batch_size=args.batch_size,
-                                workers=args.workers, tta=args.tta, gallery=args.gallery)
+                                workers=args.workers, tta=args.tta, gallery=args.gallery, prior=args.prior,
+                                prior_weight=args.prior_weight)
     print(written.summary())
 
 

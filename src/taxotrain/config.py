@@ -112,6 +112,20 @@ class DataConfig(_Section):
         return v
 
 
+METADATA_COMPONENTS = ("place", "date", "hour", "elevation")  # the metadata inputs that have an encoder
+
+
+class MetadataMaskingConfig(_Section):
+    start: float = Field(1.0, ge=0, le=1, description="probability of hiding all of a record's metadata at the first "
+                         "training step (Linnaeus' schedule; falls linearly to end)")
+    end: float = Field(0.05, ge=0, le=1, description="probability of hiding all of a record's metadata from "
+                       "model.metadata_masking.fraction of the training on")
+    fraction: float = Field(0.3, ge=0, le=1, description="fraction of the training steps over which the probability "
+                            "falls from start to end")
+    partial: float = Field(0.1, ge=0, le=1, description="probability of hiding each component alone in a record that "
+                           "keeps its metadata")
+
+
 class ModelConfig(_Section):
     backbone: str = Field("resnet18", description="any timm model name for images, e.g. resnet18, convnext_tiny; for "
                           "task: signal a network (cnn_lstm, attention_cnn_lstm, resnet1d, inception_time, encoder), "
@@ -141,6 +155,27 @@ class ModelConfig(_Section):
     embed_dim: int | None = Field(
         None, ge=2, description="task: embedding: width of the embedding, a linear projection of the backbone's "
         "pooled features (then L2-normalised); null = the backbone's own width, no projection")
+    metadata: list[Literal["place", "date", "hour", "elevation"]] = Field(
+        default_factory=list, description="place/date metadata inputs (docs/metadata.md), e.g. [place, date]: encoded "
+        "and fused with the pooled image or signal features before the heads; [] = off. task: prior: the components "
+        "it learns from ([] = every one the store has)")
+    metadata_fusion: Literal["concat", "film"] = Field(
+        "concat", description="how the metadata embedding joins the pooled features: concat (side by side) or film "
+        "(scales and shifts each feature, starting as the identity)")
+    metadata_dim: int = Field(64, ge=1, description="width of the metadata embedding (the encoder MLP's output)")
+    metadata_hidden: int = Field(256, ge=1, description="hidden width of the metadata encoder's MLP (and of task: "
+                                 "prior's residual blocks)")
+    metadata_depth: int = Field(2, ge=1, description="linear layers of the metadata encoder's MLP")
+    metadata_masking: MetadataMaskingConfig = Field(default_factory=MetadataMaskingConfig)
+    prior_blocks: int = Field(2, ge=0, description="task: prior: residual blocks (two linear layers each, "
+                              "model.metadata_hidden wide) between the metadata encoder and the heads, as in SINR")
+
+    @field_validator("metadata")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("name each component once, e.g. [place, date]")
+        return v
 
 
 class OptimConfig(_Section):
@@ -218,6 +253,11 @@ class LossConfig(_Section):
     sample_rate: float = Field(
         1.0, gt=0, le=1, description="task: embedding: fraction of the class centres scored at each training step "
         "(every positive plus random others, PartialFC); 1 = all")
+    prior_background: float = Field(
+        0.0, ge=0, description="task: prior: presence-only training (SINR's 'assume negative' loss): every class is "
+        "pushed towards absence at one random background point per record (uniform on the sphere, uniform day of "
+        "year), with this weight (1 = SINR's); the observed class is pushed towards presence. 0 = off (per-rank "
+        "cross-entropy among the records)")
 
     @model_validator(mode="after")
     def _margin_settings(self) -> LossConfig:
@@ -491,8 +531,9 @@ def task_rules(name: str) -> TaskRules:
 
 class Config(_Section):
     task: str = Field(DEFAULT_TASK, description="what is trained: a registered task (taxotrain.list_tasks()): image "
-                      "classification, signal (1-D series) classification, or embedding (image embeddings trained "
-                      "with margin losses, for retrieval and few-shot galleries)")
+                      "classification, signal (1-D series) classification, embedding (image embeddings trained "
+                      "with margin losses, for retrieval and few-shot galleries) or prior (a place/date prior trained "
+                      "on an occurrence store)")
     run: RunConfig = Field(default_factory=RunConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

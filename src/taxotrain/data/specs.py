@@ -71,10 +71,11 @@ class ImageSpec(InputSpec):
     std: tuple[float, ...]
     pad_fill: str = "edge"
     tta: str = "none"
+    metadata: str | None = None  # the place/date encoder's spec (JSON, models/metadata.py) of a run with metadata
 
     def describe(self) -> str:
         """``48 px, 1 channel(s)``: for logs and reports."""
-        return f"{self.image_size} px, {self.channels} channel(s)"
+        return f"{self.image_size} px, {self.channels} channel(s)" + describe_metadata(self.metadata, " + ")
 
 
 @register_spec(SIGNAL_KIND)
@@ -88,11 +89,36 @@ class SignalSpec(InputSpec):
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     znorm: bool = False
+    metadata: str | None = None  # the place/date encoder's spec (JSON, models/metadata.py) of a run with metadata
 
     def describe(self) -> str:
         """``series of 150 samples (z-normalised per series)``: for logs and reports."""
         norm = "z-normalised per series" if self.znorm else "standardised with the train mean/std"
-        return f"series of {self.length} samples ({norm}), {self.channels} channel(s)"
+        return f"series of {self.length} samples ({norm}), {self.channels} channel(s)" + describe_metadata(
+            self.metadata, " + ")
+
+
+@register_spec(OCCURRENCE_KIND)
+@dataclass(frozen=True)
+class OccurrenceSpec(InputSpec):
+    """An occurrence record is its place/date metadata: one float per raw value of each component the encoder takes
+    (``metadata``: the encoder's spec as JSON), NaN where missing. What ``task: prior`` reads."""
+
+    metadata: str = ""
+
+    def describe(self) -> str:
+        """``metadata: place (lat, lon), date (day_of_year)``: for logs and reports."""
+        return describe_metadata(self.metadata, "").strip() or "metadata"
+
+
+def describe_metadata(spec: str | None, prefix: str) -> str:
+    """``prefix`` and the components of a metadata encoder's JSON spec (``metadata: place (lat, lon), ...``), or ""."""
+    if not spec:
+        return ""
+    import json
+
+    components = json.loads(spec).get("components", [])
+    return prefix + "metadata: " + ", ".join(f"{c['name']} ({', '.join(c['inputs'])})" for c in components)
 
 
 def spec_from_checkpoint(info: dict[str, Any], tta: str = "none") -> InputSpec:

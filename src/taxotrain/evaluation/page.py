@@ -84,7 +84,8 @@ document.querySelectorAll("table.sortable th").forEach(th => th.addEventListener
 document.querySelectorAll(".fig img").forEach(img => img.addEventListener("click", () => img.classList.toggle("full")));
 """
 
-NAV = [("headline", "per rank"), ("hierarchy", "hierarchy"), ("rollup", "roll-up"), ("retrieval", "retrieval"),
+NAV = [("headline", "per rank"), ("metadata", "metadata"), ("hierarchy", "hierarchy"), ("rollup", "roll-up"),
+       ("retrieval", "retrieval"),
        ("gallery", "mistakes"),
        ("pairs", "confused pairs"), ("per-class", "per class"), ("figures", "figures")]
 
@@ -120,16 +121,31 @@ def _headline_html(inp: ReportInputs) -> str:
             "rank.</p>")
 
 
+def baseline_top1(baseline: dict[str, Any], finest: str) -> float | None:
+    """A baseline's top-1 at the finest rank: its ``top1`` (fitted models), or its ``finest`` rank's (baselines
+    scored per rank, such as a prior's class frequency)."""
+    if "top1" in baseline:
+        return baseline["top1"]
+    return (baseline.get(finest) or {}).get("top1") if isinstance(baseline.get(finest), dict) else None
+
+
+BASELINE_NAMES = {"frequency": "class frequency: the train split's most frequent class for every record"}
+
+
 def _baseline_html(metrics: dict[str, Any], ranks: list[str]) -> str:
     baselines = metrics.get("baseline") or {}
     if not baselines:
         return ""
+    baselines = {k: b if "top1" in b or b.get("skipped") else  # scored per rank: the finest rank's here
+                 {"method": BASELINE_NAMES.get(k, k), "top1": baseline_top1(b, ranks[-1])}
+                 for k, b in baselines.items()}
     fit = metrics.get("fit") or {}
     own = f"{fit['seconds'] + fit.get('selection_seconds', 0):.1f}" if fit.get("seconds") is not None else "–"
     name = "this run" + (f" (model.backbone: auto chose {_e(fit['chosen'])}; its time includes fitting every "
                          "candidate)" if "chosen" in fit else "")
     rows = "".join(f"<tr><td class=\"name\">{_e(b['method'])}</td><td>{_fmt(b['top1'])}</td>"
-                   f"<td>{b['seconds']:.1f}</td><td>{b['train_records']}</td></tr>" if b.get("top1") is not None else
+                   f"<td>{_fmt(b.get('seconds'))}</td><td>{_fmt(b.get('train_records'))}</td></tr>"
+                   if b.get("top1") is not None else
                    f"<tr><td class=\"name\">{_e(b.get('name', '?'))}: {_e(b.get('skipped', ''))}</td><td>–</td>"
                    "<td>–</td><td>–</td></tr>" for b in baselines.values())
     return (f"<h2>Baselines</h2><table><tr><th class=\"name\">model</th><th>top-1</th><th>fit (s)</th>"
@@ -138,6 +154,26 @@ def _baseline_html(metrics: dict[str, Any], ranks: list[str]) -> str:
             "<p class=\"meta\">Top-1 at the finest rank. Each baseline is fitted on the same train split as the run "
             "and scored on the same records; its time includes predicting them. This run's time is its training "
             "epochs' (<code>metrics.csv</code>), start-up excluded.</p>")
+
+
+def _metadata_html(metrics: dict[str, Any], ranks: list[str]) -> str:
+    """Top-1 per rank with all the place/date metadata, none, and each component missing alone."""
+    found = metrics.get("metadata")
+    if not found:
+        return ""
+    head = "<tr><th class=\"name\">metadata given</th>" + "".join(f"<th>{_e(r)} top-1</th>" for r in ranks) + \
+        f"<th>{_e(ranks[-1])} top-5</th></tr>"
+
+    def label(name: str) -> str:
+        return {"all": "all", "none": "none"}.get(name, f"all but {name.removesuffix('_masked')}")
+
+    rows = "".join(f"<tr><td class=\"name\">{_e(label(name))}</td>"
+                   + "".join(f"<td>{_fmt((v.get(r) or {}).get('top1'))}</td>" for r in ranks)
+                   + f"<td>{_fmt((v.get(ranks[-1]) or {}).get('top5'))}</td></tr>" for name, v in found.items())
+    return (f"<h2 id=\"metadata\">Place and date</h2><table>{rows and head}{rows}</table><p class=\"meta\">The "
+            "same records scored with all their metadata (the figures above), with none of it, and with each "
+            "component missing alone, as when a record comes without it. The gap between <i>all</i> and "
+            "<i>none</i> is what the metadata adds. <code>metrics.json</code> -&gt; <code>metadata</code>.</p>")
 
 
 def rollup_shares(roll: dict[str, Any]) -> dict[str, float]:
@@ -355,7 +391,8 @@ def render_report(inp: ReportInputs) -> str:
     """The report page for ``inp``."""
     ev = inp.metrics["evaluation"]
     ranks = inp.taxonomy.ranks
-    sections = [_headline_html(inp), _baseline_html(inp.metrics, ranks), _hierarchy_html(inp.metrics, ranks),
+    sections = [_headline_html(inp), _metadata_html(inp.metrics, ranks), _baseline_html(inp.metrics, ranks),
+                _hierarchy_html(inp.metrics, ranks),
                 _rollup_section(inp.metrics), _retrieval_html(inp.metrics, ranks), _gallery_html(inp),
                 _pairs_html(inp), _per_class_html(inp), _figures_html(inp.figures, inp.taxonomy)]
     body = "\n".join(sections)

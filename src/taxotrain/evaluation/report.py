@@ -20,7 +20,7 @@ from taxotrain.evaluation.embedding_eval import evaluate_embeddings
 from taxotrain.evaluation.hierarchy import hierarchy_metrics, record_heights
 from taxotrain.evaluation.metrics import confusion, evaluate_probs, per_rank, reliability
 from taxotrain.evaluation.mistakes import Mistake, worst_mistakes
-from taxotrain.evaluation.page import ReportInputs, render_report
+from taxotrain.evaluation.page import ReportInputs, baseline_top1, render_report
 from taxotrain.evaluation.plots import plot_confusion, plot_curves, plot_recall_by_frequency, plot_reliability
 from taxotrain.evaluation.retrieval import KNN_K
 from taxotrain.files import atomic_path, write_text_atomic
@@ -66,9 +66,9 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     bs = batch_size or run.config.data.batch_size * 2
     nw = task.workers(workers)
 
-    def split_probs(name: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    def split_probs(name: str, hide: tuple[str, ...] = ()) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         loader = DataLoader(task.inference_dataset(st, name), batch_size=bs, shuffle=False, num_workers=nw)
-        return predict_loader(task, run.model, loader, tta=tta)
+        return predict_loader(task, run.model, loader, tta=tta, hide=hide)
 
     t0 = time.perf_counter()
     with torch_threads(run.config.trainer.cpu_threads):
@@ -94,6 +94,10 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
         deepest, _ = roll_up(decoded, thresholds)
         metrics["hierarchy"]["rollup"] = {**rollup, "measured_on": split,
                                           **rollup_precision(decoded.labels, labels, deepest, run.taxonomy.ranks)}
+    if task.metadata_components:
+        with torch_threads(run.config.trainer.cpu_threads):
+            metrics["metadata"] = metadata_figures(task.metadata_components, probs, labels, run.taxonomy,
+                                                   lambda hide: split_probs(split, hide)[0])
     if baseline:
         baselines = task.baselines(st, split)
         if baselines:
@@ -126,6 +130,23 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     mistakes = _gallery(run, st, decoded.labels, labels, probs, indices)
     report = _write_html(paths, run, metrics, rows, cms, curves + confusions, mistakes)
     return EvalResult(metrics, report, files + [report])
+
+
+def metadata_figures(components: tuple[str, ...], probs: dict[str, np.ndarray], labels: np.ndarray,
+                     taxonomy: Any, predict: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """Top-1, top-5 and macro-F1 per rank of a run with place/date metadata: with all of it (``all``: ``probs``),
+    with none (``none``) and with each component missing alone (``<component>_masked``); ``predict(hidden)`` gives
+    the probabilities with the components ``hidden`` missing."""
+    variants = {"all": (), "none": components, **{f"{c}_masked": (c,) for c in components}}
+    found: dict[tuple[str, ...], dict[str, np.ndarray]] = {(): probs}
+    out = {}
+    for name, hidden in variants.items():
+        key = tuple(sorted(hidden))
+        if key not in found:
+            found[key] = predict(hidden)
+        scores = evaluate_probs(found[key], labels, taxonomy)[0]
+        out[name] = {rank: {k: m[k] for k in ("top1", "top5", "macro_f1", "n")} for rank, m in scores.items()}
+    return out
 
 
 def _write_json(path: Path, metrics: dict[str, Any]) -> Path:
@@ -185,11 +206,17 @@ def fit_time(paths: RunPaths) -> dict[str, Any] | None:
 
 
 def summary_line(result: EvalResult) -> str:
-    """One line per rank: top-1 and macro-F1; then the baselines' top-1 and the finest rank's retrieval."""
+    """One line per rank: top-1 and macro-F1; then the finest rank's top-1 without metadata, the baselines' top-1
+    and the finest rank's retrieval."""
     parts = [f"{r} top1 {m['top1']:.3f} macro-F1 {m['macro_f1']:.3f}" for r, m in per_rank(result.metrics).items()
              if m.get("top1") is not None]
+    finest = list(per_rank(result.metrics))[-1] if per_rank(result.metrics) else ""
+    none = ((result.metrics.get("metadata") or {}).get("none") or {}).get(finest) or {}
+    if none.get("top1") is not None:
+        parts.append(f"{finest} top1 without metadata {none['top1']:.3f}")
     baselines = result.metrics.get("baseline") or {}
-    scored = [f"{b.get('name', k)} {b['top1']:.3f}" for k, b in baselines.items() if b.get("top1") is not None]
+    scored = [f"{b.get('name', k)} {top1:.3f}" for k, b in baselines.items()
+              if (top1 := baseline_top1(b, finest)) is not None]
     if scored:
         parts.append("baselines top1 " + ", ".join(scored))
     retrieval = result.metrics.get("retrieval") or {}

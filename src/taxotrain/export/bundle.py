@@ -87,6 +87,10 @@ def export_run(run_dir: str | Path, out: str | Path, formats: Sequence[str] = ("
         raise ExportError(f"{run.root}: model.backbone={run.config.model.backbone} is fitted in closed form and its "
                           "transform is aeon's numba code, which ONNX and TorchScript cannot hold; predict with "
                           "`taxotrain predict RUN` (nothing was written)")
+    try:
+        run.task.check_exportable()  # e.g. a run with place/date metadata
+    except TaxotrainError as exc:
+        raise ExportError(f"{run.root}: {exc} (nothing was written)") from exc
     st = run.open_store(store, required=False)
     module = run.task.inference_module(run.model).eval()
     out.mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,7 @@ def embed_inputs(run: LoadedRun, inputs: Sequence[str | Path], batch_size: int =
     task = run.task
     module = task.inference_module(run.model.eval())
     for batch in task.prediction_batches(inputs, batch_size, task.workers(workers)):
-        emb = task.embed_step(module, {"input": batch.input}) if batch.input is not None else np.zeros((0, 0))
+        emb = task.embed_step(module, task.model_batch(batch)) if batch.input is not None else np.zeros((0, 0))
         yield batch, l2_normalize(emb) if len(emb) else emb.astype(np.float32)
 
 

@@ -380,16 +380,19 @@ def extend_tree(tree: Tree, rows: list[list[str | None]]) -> tuple[Tree, np.ndar
 
 
 def gallery_embedder(run: LoadedRun, gallery: Gallery) -> Any:
-    """``(raw batch, resolved tta) -> {"embedding": [n, D]}``: the run's L2-normalised embedding, averaged over the
-    test-time views (then normalised again); checks that it has the gallery's width."""
+    """``(model inputs of a batch, resolved tta) -> {"embedding": [n, D]}``: the run's L2-normalised embedding,
+    averaged over the test-time views of ``input`` (then normalised again; other inputs, such as ``meta``, are the
+    same for each view); checks that it has the gallery's width."""
     module = run.task.inference_module(run.model)
     dim = int(gallery.meta.get("embedding_dim", gallery.embedding.shape[1]))
     if int(getattr(run.model, "num_features", dim)) != dim:
         raise GalleryError(f"the gallery of {run.root} holds {dim}-dimensional embeddings but the run's model gives "
                            f"{run.model.num_features}; build it again with `taxotrain gallery build {run.root}`")
 
-    def embed(x: Any, tta: str) -> dict[str, np.ndarray]:
-        views = [l2_normalize(run.task.embed_step(module, {"input": v})) for v in run.task.views(x, tta)]
+    def embed(inputs: dict[str, Any], tta: str) -> dict[str, np.ndarray]:
+        extra = {k: v for k, v in inputs.items() if k != "input"}
+        views = [l2_normalize(run.task.embed_step(module, {"input": v, **extra}))
+                 for v in run.task.views(inputs["input"], tta)]
         return {"embedding": l2_normalize(np.mean(views, axis=0))}
 
     return embed

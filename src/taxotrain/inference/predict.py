@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from taxotrain.config import Config, one_line_error
 from taxotrain.data.specs import InputSpec
 from taxotrain.inference.gallery import Gallery, gallery_embedder
+from taxotrain.inference.prior import PriorFusion
 from taxotrain.run import LoadedRun, RunError, load_run, torch_threads
 from taxotrain.run_folder import RunPaths
 from taxotrain.tasks import PredictionRecord, Task, create_task
@@ -54,7 +55,8 @@ class Predictor:
 
     task: Task
     thresholds: Thresholds
-    probabilities: Callable[[torch.Tensor, str], dict[str, np.ndarray]]  # raw batch, resolved tta -> probs
+    # the model's inputs of a batch (raw ``input``, and ``meta`` for a run with metadata), resolved tta -> probs
+    probabilities: Callable[[dict[str, torch.Tensor], str], dict[str, np.ndarray]]
     threads: int | None = None
     gallery: Gallery | None = None  # names records by the nearest gallery prototype instead (predict --gallery)
 
@@ -81,7 +83,7 @@ class Predictor:
         run = load_run(run_dir)
         module = run.task.inference_module(run.model)
         return cls(run.task, load_thresholds(run),
-                   lambda x, tta: run.task.predict_step(module, {"input": x}, tta), run.config.trainer.cpu_threads)
+                   lambda inputs, tta: run.task.predict_step(module, inputs, tta), run.config.trainer.cpu_threads)
 
     @classmethod
     def from_bundle(cls, folder: str | Path) -> Predictor:
@@ -98,18 +100,22 @@ class Predictor:
         task = create_task(config, taxonomy=Taxonomy.from_dict(bundle.tree.to_dict()),
                            spec=InputSpec.from_dict(bundle.spec["spec"]))
         thresholds = Thresholds(bundle.thresholds, bundle.thresholds_source)
-        return cls(task, thresholds, lambda x, tta: bundle.probabilities(x.numpy(), tta))
+        return cls(task, thresholds, lambda inputs, tta: bundle.probabilities(inputs["input"].numpy(), tta))
 
 
 def predict_records(predictor: Predictor, inputs: Sequence[str | Path], topk: int = 5, batch_size: int = 64,
-                    workers: int | None = None, tta: str = "auto") -> Iterator[list[PredictionRecord]]:
-    """The prediction records of each batch of inputs, in order (the task reads ``inputs``: files, folders)."""
+                    workers: int | None = None, tta: str = "auto", prior: PriorFusion | None = None
+                    ) -> Iterator[list[PredictionRecord]]:
+    """The prediction records of each batch of inputs, in order (the task reads ``inputs``: files, folders,
+    manifest CSVs); with ``prior``, its probabilities at each record's place and date multiplied in first."""
     task = predictor.task
     # a gallery and its thresholds were embedded without test-time views: auto means none there
     tta = "none" if predictor.gallery is not None and tta == "auto" else task.resolve_tta(tta)
     prototypes = predictor.gallery.prototypes() if predictor.gallery is not None else None
     for batch in task.prediction_batches(inputs, batch_size, task.workers(workers)):
-        outputs = predictor.probabilities(batch.input, tta) if batch.input is not None else {}
+        outputs = predictor.probabilities(task.model_batch(batch), tta) if batch.input is not None else {}
+        if prior is not None:
+            outputs = prior.apply(outputs, batch)
         if predictor.gallery is not None:
             yield predictor.gallery.records(outputs.get("embedding"), batch, topk, prototypes)
         else:
@@ -117,14 +123,18 @@ def predict_records(predictor: Predictor, inputs: Sequence[str | Path], topk: in
 
 
 def predict_loader(task: Task, model: torch.nn.Module, loader: Iterable[dict[str, torch.Tensor]], tta: str = "none",
-                   device: str | torch.device = "cpu") -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+                   device: str | torch.device = "cpu", hide: Sequence[str] = ()
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Outputs (probabilities per rank) of every batch of raw inputs (``task.inference_dataset``), with the labels
-    ``[N, R]`` and the record indices ``[N]`` (what evaluate scores)."""
+    ``[N, R]`` and the record indices ``[N]`` (what evaluate scores); ``hide`` names place/date metadata components
+    to treat as missing (a run with metadata)."""
     module = task.inference_module(model.eval()).to(device)
     outputs: dict[str, list[np.ndarray]] = {}
     labels, indices = [], []
     for batch in loader:
         inputs = {k: v.to(device) for k, v in batch.items() if k not in ("target", "index")}
+        if hide:
+            inputs = task.hide_metadata(inputs, hide)
         for name, value in task.predict_step(module, inputs, tta).items():
             outputs.setdefault(name, []).append(value)
         labels.append(batch["target"].numpy())
@@ -142,23 +152,29 @@ class Written:
     thresholds: Thresholds
     seconds: float = 0.0  # reading, predicting and writing every record
     workers: int = 0
+    prior: str = ""  # what --prior multiplied in (PriorFusion.summary)
 
     def summary(self) -> str:
         """One line for the log."""
         rate = f" in {self.seconds:.1f} s ({self.rows / max(self.seconds, 1e-9):.0f} records/s, {self.workers} " \
                "worker(s))" if self.seconds else ""
         return (f"predicted {self.rows - self.errors} record(s), {self.errors} unreadable (see the error column)"
-                f"{rate} -> {self.path}; roll-up thresholds: {self.thresholds.source}")
+                f"{rate} -> {self.path}; roll-up thresholds: {self.thresholds.source}"
+                + (f"; {self.prior}" if self.prior else ""))
 
 
 def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, topk: int = 5,
                       batch_size: int = 64, workers: int | None = None, tta: str = "auto",
-                      gallery: bool = False) -> Written:
+                      gallery: bool = False, prior: str | Path | None = None, prior_weight: float = 1.0) -> Written:
     """Predict every record under ``inputs`` into the CSV ``out``, with a run's best checkpoint or, when
     ``run_dir`` is a bundle folder written by ``taxotrain export``, its ONNX model (the same CSV either way).
 
     With ``gallery``, each rank is named by the nearest prototype of the run's gallery (``inference/gallery.py``:
     taxa enrolled after training included), ``unknown`` below the gallery's threshold for that rank.
+
+    With ``prior`` (a ``task: prior`` run), the prior's probabilities at each record's place and date, raised to
+    ``prior_weight``, are multiplied into the model's before decoding (``inference/prior.py``); the records' place
+    and date come from manifest CSVs among ``inputs``.
 
     Rows are written and flushed batch by batch, so whatever stops the run (a kill, a crash in a decoder) leaves the
     rows of every batch already predicted in ``out``.
@@ -169,11 +185,17 @@ def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: st
         predictor = Predictor.from_bundle(run_dir)
     else:
         predictor = Predictor.from_gallery(run_dir) if gallery else Predictor.from_run(run_dir)
+    fusion = None
+    if prior is not None:
+        if gallery:
+            raise RunError("--prior with --gallery: a gallery names records by similarity, not probability; use one")
+        fusion = PriorFusion.load(prior, predictor.task, prior_weight)
+        fusion.check_inputs(list(inputs))
     out = Path(out)
     n = errors = 0
     t0 = time.perf_counter()
     with torch_threads(predictor.threads):
-        batches = predict_records(predictor, inputs, topk, batch_size, workers, tta)
+        batches = predict_records(predictor, inputs, topk, batch_size, workers, tta, fusion)
         first = next(batches, [])  # inputs are found and the first batch is read before `out` is touched
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", newline="") as fh:
@@ -185,4 +207,5 @@ def write_predictions(run_dir: str | Path, inputs: Sequence[str | Path], out: st
                     n += 1
                     errors += bool(record.error)
                 fh.flush()
-    return Written(out, n, errors, predictor.thresholds, time.perf_counter() - t0, predictor.task.workers(workers))
+    return Written(out, n, errors, predictor.thresholds, time.perf_counter() - t0, predictor.task.workers(workers),
+                   fusion.summary() if fusion is not None else "")

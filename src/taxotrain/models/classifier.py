@@ -16,9 +16,8 @@ from taxotrain.taxonomy import Taxonomy
 
 
 class TaxonomicClassifier(nn.Module):
-    """Backbone + head; ``forward(input=x)`` returns ``{rank name: logits}``."""
-
-    input_names: tuple[str, ...] = ("input",)
+    """Backbone + head; ``forward(input=x)`` returns ``{rank name: logits}``. A backbone that takes more inputs
+    (``input_names``, e.g. ``("input", "meta")`` for place/date metadata) gets them as keywords."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module, ranks: list[str], num_classes: list[int]) -> None:
         super().__init__()
@@ -38,13 +37,18 @@ class TaxonomicClassifier(nn.Module):
             getattr(self, f"prior_offset{r}").copy_(offset)
 
     @property
+    def input_names(self) -> tuple[str, ...]:
+        """The batch keys the model takes: ``input``, plus any its backbone adds (``meta``: place/date metadata)."""
+        return tuple(getattr(self.backbone, "input_names", ("input",)))
+
+    @property
     def num_features(self) -> int:
         """Width of the embedding."""
         return int(self.backbone.num_features)
 
-    def forward_features(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (the batch key's name)
-        """Pooled embedding ``[B, D]``."""
-        return self.backbone(input)
+    def forward_features(self, input: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:  # noqa: A002
+        """Pooled embedding ``[B, D]`` (``extra``: the backbone's other inputs, e.g. ``meta``)."""
+        return self.backbone(input, **extra) if extra else self.backbone(input)
 
     def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits per rank from an embedding; outside training, less the rank's prior offsets and divided by its
@@ -65,8 +69,8 @@ class TaxonomicClassifier(nn.Module):
                                   else torch.ones_like(buffer))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]
 
-    def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: A002
-        return self.forward_head(self.forward_features(input))
+    def forward(self, input: torch.Tensor, **extra: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: A002
+        return self.forward_head(self.forward_features(input, **extra))
 
 
 def build_classifier(backbone: nn.Module, cfg: ModelConfig, taxonomy: Taxonomy) -> TaxonomicClassifier:

@@ -55,9 +55,9 @@ class EmbeddingClassifier(TaxonomicClassifier):
         """The margin heads of every rank (they hold the class centres)."""
         return self.head.margin
 
-    def forward_features(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (the batch key's name)
-        """The L2-normalised embedding ``[B, embed_dim]``."""
-        return F.normalize(self.projection(self.backbone(input)), dim=-1)
+    def forward_features(self, input: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:  # noqa: A002
+        """The L2-normalised embedding ``[B, embed_dim]`` (``extra``: the backbone's other inputs, e.g. ``meta``)."""
+        return F.normalize(self.projection(super().forward_features(input, **extra)), dim=-1)
 
     def margin_loss(self, emb: torch.Tensor, targets: torch.Tensor) -> MultiRankMarginOutput:
         """The margin losses of embeddings ``[B, D]`` for labels ``[B, R]`` (``-1``: unknown at that rank)."""

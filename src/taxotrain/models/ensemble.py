@@ -14,8 +14,6 @@ from torch import nn
 class EnsembleClassifier(nn.Module):
     """Members (each ``forward(input=x) -> {rank: logits}`` with ``forward_features``/``forward_head``) averaged."""
 
-    input_names: tuple[str, ...] = ("input",)
-
     def __init__(self, members: list[nn.Module], ranks: list[str]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
@@ -28,13 +26,20 @@ class EnsembleClassifier(nn.Module):
         return sum(self.widths)
 
     @property
+    def input_names(self) -> tuple[str, ...]:
+        """Every input a member takes (``input``, and ``meta`` when one uses place/date metadata)."""
+        names = [n for m in self.members for n in getattr(m, "input_names", ("input",))]
+        return tuple(dict.fromkeys(names))
+
+    @property
     def closed_form(self) -> bool:
         """Whether a member is fitted in closed form (then the ensemble cannot be exported)."""
         return any(bool(getattr(getattr(m, "backbone", m), "closed_form", False)) for m in self.members)
 
-    def forward_features(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (the batch key's name)
-        """The members' embeddings, concatenated ``[B, sum of widths]``."""
-        return torch.cat([m.forward_features(input) for m in self.members], dim=1)
+    def forward_features(self, input: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:  # noqa: A002
+        """The members' embeddings, concatenated ``[B, sum of widths]``; each member gets the extra inputs it takes."""
+        return torch.cat([m.forward_features(input, **{k: v for k, v in extra.items() if k in getattr(
+            m, "input_names", ())}) for m in self.members], dim=1)
 
     def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Log of the mean of the members' probabilities per rank."""
@@ -44,5 +49,5 @@ class EnsembleClassifier(nn.Module):
         return {rank: torch.stack([out[rank].float().softmax(-1) for out in logits]).mean(0).clamp_min(tiny).log()
                 for rank in self.ranks}
 
-    def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: A002
-        return self.forward_head(self.forward_features(input))
+    def forward(self, input: torch.Tensor, **extra: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: A002
+        return self.forward_head(self.forward_features(input, **extra))

@@ -15,13 +15,13 @@ registry, listing tasks and validating a config stay fast.
 Example:
     >>> from taxotrain.tasks import create_task, list_tasks
     >>> list_tasks()
-    ['embedding', 'image', 'signal']
+    ['embedding', 'image', 'prior', 'signal']
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -36,6 +36,7 @@ from taxotrain.config import (
 )
 from taxotrain.data.specs import InputSpec, spec_from_checkpoint
 from taxotrain.errors import TaxotrainError
+from taxotrain.tasks.metadata import MetadataHooks
 from taxotrain.taxonomy import Taxonomy
 from taxotrain_runtime.records import PredictionRecord
 
@@ -55,6 +56,11 @@ EMBEDDING_ONLY = "task: embedding (margin losses; docs/embeddings.md)"
 EMBEDDING_KEYS = {key: EMBEDDING_ONLY for key in (
     "model.embed_dim", "optim.centre_lr_scale", "loss.margin", "loss.scale", "loss.m1", "loss.m2", "loss.m3",
     "loss.sub_centers", "loss.sample_rate")}
+
+
+# settings of the place/date prior: a one-line error on the other tasks
+PRIOR_ONLY = "task: prior (a place/date prior; docs/metadata.md)"
+PRIOR_KEYS = {key: PRIOR_ONLY for key in ("loss.prior_background", "model.prior_blocks")}
 
 
 class TaskError(TaxotrainError):
@@ -81,9 +87,12 @@ class InputBatch:
     ids: list[dict[str, str]]
     errors: list[str]
     extra: list[dict[str, str]] = field(default_factory=list)
+    # place/date metadata of the readable records, in the order of ``input``: every component's value arrays and
+    # ``<component>_valid`` masks (data/metadata_inputs.py); None when the inputs carry none (plain files)
+    metadata: dict[str, np.ndarray] | None = None
 
 
-class Task:
+class Task(MetadataHooks):
     """Base of every registered task (see the module docstring). Subclasses set the class attributes below and
     implement the input hooks; :func:`register_task` makes them available as ``task: <name>``."""
 
@@ -107,6 +116,7 @@ class Task:
         self.class_counts = class_counts
         self._check_rank_names()
         self.objective: RankClassification = self.make_objective()
+        self.progress, self.step = 0.0, 0  # of the training, for the metadata masking schedule (set_progress)
 
     def make_objective(self) -> RankClassification:
         """The objective composed into this task: per-rank classification."""
@@ -241,7 +251,7 @@ class Task:
                                       "closed form; average networks with `taxotrain ensemble` after fitting them")
             return self.ensemble_model(members)
         rate = self.config.model.drop_path_rate if drop_path_rate is None else drop_path_rate
-        return self.objective.build_model(self.build_backbone(pretrained, rate))
+        return self.objective.build_model(self.fuse_metadata(self.build_backbone(pretrained, rate)))
 
     def with_backbone(self, name: str, **model_settings: Any) -> Task:
         """This task with ``model.backbone`` set to ``name`` and any other ``model.*`` settings given (same taxonomy
@@ -264,8 +274,16 @@ class Task:
         return self.objective.modules()
 
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
-        """Loss (with its named parts) of a training batch, mixing and rank weighting included."""
-        return self.objective.training_step(model, batch)
+        """Loss (with its named parts) of a training batch, mixing and rank weighting included; a run with metadata
+        masks it first (its part ``metadata/missing``: the share of records left with none)."""
+        import torch
+
+        batch = self.mask_training_metadata(batch)
+        out = self.objective.training_step(model, batch)
+        if self.metadata_fields and self.metadata_key in batch:
+            missing = ~torch.isfinite(batch[self.metadata_key]).any(dim=1)
+            out.parts["metadata/missing"] = missing.float().mean().detach()
+        return out
 
     def validation_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         """Loss and outputs of a validation batch (for :meth:`metrics`)."""
@@ -329,12 +347,12 @@ class Task:
                      ) -> dict[str, np.ndarray]:
         """Probabilities per rank of a batch of raw inputs, averaged over the test-time views; ``module`` is the
         :meth:`inference_module` of the trained model."""
-        return self.objective.predict(module, self.views(batch["input"], tta))
+        return self.objective.predict(module, self.views(batch["input"], tta), _extra(batch))
 
     def embed_step(self, module: nn.Module, batch: dict[str, torch.Tensor]) -> np.ndarray:
         """The embedding ``[B, D]`` of a batch of raw inputs (float32, as the model gives it: unit length for
         ``task: embedding``, the pooled features of a classifier); ``module`` is the :meth:`inference_module`."""
-        return self.objective.embed(module, batch["input"])
+        return self.objective.embed(module, batch["input"], _extra(batch))
 
     def records(self, outputs: dict[str, np.ndarray], batch: InputBatch, thresholds: list[float] | None,
                 topk: int = 5) -> list[PredictionRecord]:
@@ -352,6 +370,11 @@ class Task:
     def describe_input(self) -> str:
         """What the model takes, for logs and reports (``48 px, 1 channel(s)``)."""
         return self.spec.describe()
+
+
+def _extra(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model inputs of a batch besides ``input`` (e.g. ``meta``)."""
+    return {k: v for k, v in batch.items() if k not in ("input", "target", "index")}
 
 
 # ------------------------------------------------------------------------------------------------ registry
@@ -400,7 +423,10 @@ def create_task(config: Config, taxonomy: Taxonomy | None = None, spec: InputSpe
         from taxotrain.stages import expand_stages
 
         cls.check_store(store)
-        spec = spec or cls.spec_from_store(config, store, stages or expand_stages(config))
+        if spec is None:
+            spec = cls.spec_from_store(config, store, stages or expand_stages(config))
+            if "metadata" in {f.name for f in fields(spec)} and getattr(spec, "metadata", None) is None:
+                spec = replace(spec, metadata=cls.metadata_spec_for(config, store))  # type: ignore[call-arg]
         taxonomy = taxonomy or store.taxonomy
         counts = train_class_counts(store, config.data.hide_labels, config.run.seed)
     if taxonomy is None or spec is None:

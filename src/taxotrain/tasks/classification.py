@@ -29,8 +29,9 @@ METRIC_NAMES = ("top1", "top5", "macro_f1")
 
 
 def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The batch entries the model takes, by name (``model.input_names``; ``input`` alone for plain modules)."""
-    return {name: batch[name] for name in getattr(model, "input_names", ("input",))}
+    """The batch entries the model takes, by name (``model.input_names``; ``input`` alone for plain modules); an
+    entry the batch lacks is left to the model's default (no ``meta``: no place/date metadata)."""
+    return {name: batch[name] for name in getattr(model, "input_names", ("input",)) if name in batch}
 
 
 def _collection(num_classes: int) -> MetricCollection:
@@ -85,8 +86,8 @@ class RankProbabilities(nn.Module):
         """``probs_<rank>`` for every rank, then ``embedding``."""
         return [f"probs_{rank}" for rank in self.ranks] + ["embedding"]
 
-    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: A002
-        features = self.model.forward_features(self.preprocess(input))
+    def forward(self, input: torch.Tensor, **extra: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: A002
+        features = self.model.forward_features(self.preprocess(input), **extra)  # extra: e.g. meta
         logits = self.model.forward_head(features)
         return (*(logits[rank].float().softmax(-1) for rank in self.ranks), features)
 
@@ -198,18 +199,21 @@ class RankClassification:
         return RankProbabilities(model, preprocess, self.ranks)
 
     @torch.no_grad()
-    def predict(self, module: RankProbabilities, views: list[torch.Tensor]) -> dict[str, np.ndarray]:
-        """Probabilities per rank, averaged over the views of one batch."""
+    def predict(self, module: RankProbabilities, views: list[torch.Tensor],
+                extra: dict[str, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
+        """Probabilities per rank, averaged over the views of one batch (``extra``: inputs besides the views, the
+        same for each, e.g. ``meta``)."""
         total: list[torch.Tensor] = []
         for view in views:
-            probs = module(view)[: len(self.ranks)]
+            probs = module(view, **(extra or {}))[: len(self.ranks)]
             total = [t + p for t, p in zip(total, probs, strict=True)] if total else list(probs)
         return {rank: (p / len(views)).cpu().numpy() for rank, p in zip(self.ranks, total, strict=True)}
 
     @torch.no_grad()
-    def embed(self, module: RankProbabilities, x: torch.Tensor) -> np.ndarray:
+    def embed(self, module: RankProbabilities, x: torch.Tensor,
+              extra: dict[str, torch.Tensor] | None = None) -> np.ndarray:
         """The embedding output of the inference module (after the probabilities of every rank), float32."""
-        return module(x)[len(self.ranks)].float().cpu().numpy()
+        return module(x, **(extra or {}))[len(self.ranks)].float().cpu().numpy()
 
     def columns(self, topk: int) -> list[str]:
         """Prediction CSV columns: label and score per rank, the roll-up, the finest rank's top-k."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from taxotrain.config import TaskRules
-from taxotrain.tasks.base import register_task
+from taxotrain.tasks.base import PRIOR_KEYS, register_task
 from taxotrain.tasks.image import SIGNAL_ONLY, ImageClassification
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class ImageEmbedding(ImageClassification):
                             "model.head", "model.head_condition", "model.drop_rate", "loss.label_smoothing",
                             "loss.smoothing", "loss.smoothing_decay", "loss.class_weights", "loss.class_weight_cap",
                             "loss.logit_adjustment", "loss.logit_adjustment_tau", "loss.weighting",
-                            "loss.gradnorm_alpha", "loss.gradnorm_lr", "mix")}},
+                            "loss.gradnorm_alpha", "loss.gradnorm_lr", "mix")}, **PRIOR_KEYS},
     )
 
     def make_objective(self) -> MarginRanks:  # type: ignore[override]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from taxotrain.config import Config, TaskRules
 from taxotrain.data.specs import IMAGE_KIND, TTA_VIEWS, ImageSpec, spec_from_checkpoint
-from taxotrain.tasks.base import EMBEDDING_KEYS, InputBatch, Task, TaskError, register_task
+from taxotrain.tasks.base import EMBEDDING_KEYS, PRIOR_KEYS, InputBatch, Task, TaskError, register_task
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +36,7 @@ class ImageClassification(Task):
         default_backbone="resnet18",
         not_applicable={"data.signal_augment": SIGNAL_ONLY,
                         "model.candidates": f"{SIGNAL_ONLY} (model.backbone: auto chooses among closed-form models)",
-                        **EMBEDDING_KEYS},
+                        **EMBEDDING_KEYS, **PRIOR_KEYS},
     )
     spec_type = ImageSpec
     store_kind = IMAGE_KIND
@@ -89,8 +89,8 @@ class ImageClassification(Task):
         from taxotrain.data.dataset import StoreDataset
         from taxotrain.data.images import DecodeImage
 
-        return StoreDataset(store, store.splits[split], DecodeImage(self.spec.channels), self.transform(train, stage),
-                            labels)
+        return self.with_metadata(StoreDataset(store, store.splits[split], DecodeImage(self.spec.channels),
+                                               self.transform(train, stage), labels), store)
 
     def example_batch(self, batch_size: int, stage: Stage | None = None) -> dict[str, torch.Tensor]:
         """Random images at ``stage``'s size (the spec's without one) and unknown labels."""
@@ -116,7 +116,7 @@ class ImageClassification(Task):
         """Records of ``split`` decoded, resized and padded by the runtime's code, as ``predict`` reads files."""
         from taxotrain.data.dataset import StoreDataset, no_transform
 
-        return StoreDataset(store, store.splits[split], self._prepare(), no_transform)
+        return self.with_metadata(StoreDataset(store, store.splits[split], self._prepare(), no_transform), store)
 
     def example_input(self, batch_size: int) -> torch.Tensor:
         """Random pixel values ``uint8`` ``[B, C, S, S]``."""
@@ -126,22 +126,34 @@ class ImageClassification(Task):
         return torch.randint(0, 256, (batch_size, s.channels, s.image_size, s.image_size), dtype=torch.uint8)
 
     def prediction_batches(self, inputs: Sequence[str | Path], batch_size: int, workers: int) -> Iterator[InputBatch]:
-        """Image files and folders (searched recursively), read by ``workers`` processes."""
+        """Image files and folders (searched recursively), read by ``workers`` processes, and manifest CSVs (a
+        ``filepath`` column relative to the CSV, and Darwin Core metadata columns: ``decimalLatitude``,
+        ``decimalLongitude``, ``eventDate``, ...). Each batch carries its records' metadata (missing for files given
+        directly); a CSV whose header lacks one of the model's metadata components is a one-line error."""
         from torch.utils.data import DataLoader
 
         from taxotrain.data.images import ImageFiles
         from taxotrain.data.ingest import IMAGE_SUFFIXES, IngestError, find_images
+        from taxotrain.data.metadata_inputs import blank_arrays, concat_arrays, is_manifest, manifest_files
 
-        files = find_images(inputs)
+        files: list[Path] = []
+        parts = []
+        for item in inputs:
+            found, arrays = manifest_files(Path(item), self.metadata_components) if is_manifest(item) \
+                else (find_images([item]), None)
+            files += found
+            parts.append(arrays if arrays is not None else blank_arrays(len(found)))
         if not files:
             raise IngestError(f"no image files found in {', '.join(map(str, inputs))} (looked for "
-                              f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+                              f"{', '.join(sorted(IMAGE_SUFFIXES))}, or a manifest .csv with a filepath column)")
+        arrays = concat_arrays(parts)
         start = 0
         for batch in DataLoader(ImageFiles(files, self._prepare()), batch_size=batch_size, num_workers=workers):
             errors = list(batch["error"])
-            good = [i for i, e in enumerate(errors) if not e]
-            yield InputBatch(batch["input"][good] if good else None,
-                             [{"path": str(f)} for f in files[start : start + len(errors)]], errors)
+            good = [start + i for i, e in enumerate(errors) if not e]
+            yield InputBatch(batch["input"][[g - start for g in good]] if good else None,
+                             [{"path": str(f)} for f in files[start : start + len(errors)]], errors,
+                             metadata={k: v[good] for k, v in arrays.items()})
             start += len(errors)
 
     def thumbnail(self, store: Store, index: int, size: int = 96) -> bytes | None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from taxotrain.config import LossConfig
 from taxotrain.tasks.base import StepOutput
-from taxotrain.tasks.classification import RankClassification
+from taxotrain.tasks.classification import RankClassification, model_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -64,12 +64,12 @@ class MarginRanks(RankClassification):
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         """Embedding -> margin loss of every rank (with sampled centres if ``loss.sample_rate`` < 1)."""
         y = batch["target"]
-        out = model.margin_loss(model.forward_features(batch["input"]), y)
+        out = model.margin_loss(model.forward_features(**model_inputs(model, batch)), y)
         return StepOutput(out.losses["loss"], out.losses, out.logits, len(y))
 
     def validation_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         """The margin loss, and the margin-free cosine logits of every class for the metrics."""
         y = batch["target"]
-        emb = model.forward_features(batch["input"])
+        emb = model.forward_features(**model_inputs(model, batch))
         out = model.margin_loss(emb, y)
         return StepOutput(out.losses["loss"], out.losses, model.forward_head(emb), len(y))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from taxotrain.config import Config, TaskRules
 from taxotrain.data.specs import SIGNAL_KIND, SignalSpec
-from taxotrain.tasks.base import EMBEDDING_KEYS, InputBatch, Task, register_task
+from taxotrain.tasks.base import EMBEDDING_KEYS, PRIOR_KEYS, InputBatch, Task, register_task
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,7 +47,8 @@ class SignalClassification(Task):
                         "model.pretrained": f"{IMAGE_ONLY}; signal networks train from scratch",
                         "model.pretrained_path": f"{IMAGE_ONLY}; signal networks train from scratch",
                         "model.drop_path_rate": IMAGE_ONLY,
-                        "progressive": f"{IMAGE_ONLY}: its stages grow the image size", **EMBEDDING_KEYS},
+                        "progressive": f"{IMAGE_ONLY}: its stages grow the image size", **EMBEDDING_KEYS,
+                        **PRIOR_KEYS},
     )
     spec_type = SignalSpec
     store_kind = SIGNAL_KIND
@@ -86,7 +87,8 @@ class SignalClassification(Task):
         from taxotrain.data.dataset import StoreDataset
         from taxotrain.data.signal_transforms import series_tensor
 
-        return StoreDataset(store, store.splits[split], series_tensor, self.transform(train), labels)
+        return self.with_metadata(StoreDataset(store, store.splits[split], series_tensor, self.transform(train),
+                                               labels), store)
 
     def example_batch(self, batch_size: int, stage: Stage | None = None) -> dict[str, torch.Tensor]:
         """Random series of the spec's shape and unknown labels."""
@@ -109,7 +111,7 @@ class SignalClassification(Task):
         from taxotrain.data.dataset import StoreDataset, no_transform
         from taxotrain.data.signal_transforms import series_tensor
 
-        return StoreDataset(store, store.splits[split], series_tensor, no_transform)
+        return self.with_metadata(StoreDataset(store, store.splits[split], series_tensor, no_transform), store)
 
     def example_input(self, batch_size: int) -> torch.Tensor:
         """Random series ``[B, C, L]``."""
@@ -200,7 +202,7 @@ class SignalClassification(Task):
         for name in list_rocket_models():
             t0 = time.time()
             # each model with its own defaults under ridge heads, whatever the run's head and network settings
-            task = self.with_backbone(name, head="linear", drop_rate=0.0, kwargs=None)
+            task = self.without_metadata().with_backbone(name, head="linear", drop_rate=0.0, kwargs=None)
             try:
                 model = task.build_model(pretrained=False).eval()
             except RocketError as exc:

@@ -98,6 +98,9 @@ class TaskModule(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # the scheduler steps after this batch's optimizer step and sets the LR of the next batch
         self.epoch_progress = self.current_epoch + (batch_idx + 1) / max(1, self.trainer.num_training_batches)
+        # the fraction of the training done before this batch: the metadata masking schedule follows it
+        done = self.current_epoch + batch_idx / max(1, self.trainer.num_training_batches)
+        self.task.set_progress(done / max(1, self.trainer.max_epochs or 1), self.global_step)
 
     def lr_factor(self, epoch: float) -> float:
         """LR multiplier at fractional ``epoch``: warmup + cosine over all epochs, times the stage's ``lr_scale``."""
