@@ -18,6 +18,7 @@ import torch
 
 from taxotrain.data.store import Store
 from taxotrain.training.datamodule import drops_last_batch
+from tests.tasks.conftest import metadata_manifest, metadata_store  # noqa: F401 (fixtures: a store with metadata)
 
 RUN = [sys.executable, "-m", "taxotrain.cli"]  # Lightning relaunches `python -m taxotrain.cli ...` per process
 DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
@@ -192,3 +193,15 @@ def test_shards_are_disjoint_halves_and_a_resume_skips_the_same_records_in_any_w
     padding = set(order[:1])  # the padded shards repeat the order's first record at their end
     assert (set(resumed[0]) | set(resumed[1])) - padding == set(order[4 * batch :])
     assert len(resumed[0]) == len(resumed[1]) == 12 - 2 * batch
+
+
+def test_place_and_date_metadata_train_under_ddp(metadata_store: Path, tmp_path: Path) -> None:  # noqa: F811
+    # the metadata encoder and its masking schedule in 2 processes; evaluate then scores with and without it
+    run = tmp_path / "meta"
+    out = _fit([*_args(metadata_store, run, epochs=2), "data.batch_size=16", *DDP,
+                "model.metadata=[place, date]"]).stdout
+    assert out.count("fit done") == 1 and [int(r["epoch"]) for r in _rows(run)] == [0, 1]
+    _ = subprocess.run([*RUN, "evaluate", str(run), "--tta", "none", "--no-retrieval"], env=_env(),
+                       capture_output=True, text=True, timeout=300, check=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"all", "none", "place_masked", "date_masked"} <= set(metrics["metadata"])
