@@ -85,16 +85,22 @@ def require_components(given: MetadataLayout, components: Sequence[str], source:
     expected.require_same(MetadataLayout(tuple(c for c in given.components if c in components)), source)
 
 
+def lacking(store: Store, components: Sequence[str]) -> tuple[list[str], str]:
+    """Which of ``components`` the store has no values for, and what it has (``metadata: place, date`` or ``no
+    metadata``), for one-line errors."""
+    layout = store_layout(store)
+    has = f"metadata: {', '.join(layout.components)}" if layout else "no metadata"
+    return [c for c in components if c not in layout.components], has
+
+
 def store_matrix(store: Store, fields: Fields, what: str) -> np.ndarray:
     """The ``[N_store, F]`` metadata rows of every record of ``store``; a one-line error naming the components when
     the store lacks one of ``fields``' (``what``: who asks, for the message)."""
     components = [c for c, _ in fields]
-    layout = store_layout(store)
-    missing = [c for c in components if c not in layout.components]
+    missing, has = lacking(store, components)
     if missing:
-        raise MetadataError(f"{what} takes {', '.join(components)} but {store.path} has "
-                            f"{'metadata: ' + ', '.join(layout.components) if layout else 'no metadata'} "
-                            f"(no {', '.join(missing)}); prepare the store from data with those columns "
+        raise MetadataError(f"{what} takes {', '.join(components)} but {store.path} has {has} (no "
+                            f"{', '.join(missing)}); prepare the store from data with those columns "
                             "(docs/data.md#place-and-date-metadata), or change model.metadata")
     return metadata_matrix(store.metadata() or {}, fields)
 

@@ -48,7 +48,7 @@ class MetadataHooks:
     def metadata_spec_for(cls, config: Config, store: Store, components: Sequence[str] | None = None) -> str | None:
         """The metadata encoder's spec (JSON) of a new fit: ``components`` (default ``model.metadata``) at the
         ``model.metadata_*`` widths; ``None`` without metadata. A one-line error when the store lacks one of them."""
-        from taxotrain.data.metadata_inputs import store_layout
+        from taxotrain.data.metadata_inputs import lacking
 
         asked = components
         components = list(config.model.metadata if components is None else components)
@@ -59,11 +59,9 @@ class MetadataHooks:
         if config.model.backbone in ("auto", MEAN):
             raise ConfigError(f"model.metadata with model.backbone: {config.model.backbone}: closed-form models "
                               "cannot take place/date metadata; name a network backbone or set model.metadata: []")
-        layout = store_layout(store)
-        missing = [c for c in components if c not in layout.components]
+        missing, has = lacking(store, components)
         if missing:
-            raise ConfigError(f"bad value for 'model.metadata': {', '.join(components)}; {store.path} has "
-                              f"{'metadata: ' + ', '.join(layout.components) if layout else 'no metadata'} (no "
+            raise ConfigError(f"bad value for 'model.metadata': {', '.join(components)}; {store.path} has {has} (no "
                               f"{', '.join(missing)}): ask for what it has, or prepare it from data with those "
                               "columns (docs/data.md#place-and-date-metadata)")
         from taxotrain.models.metadata import MetadataEncoder
