@@ -16,6 +16,7 @@ below the rank the identification reaches: ``Globicephala sp.`` is known to genu
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 import xml.etree.ElementTree as ET
@@ -139,8 +140,23 @@ def read_dwca(path: Path) -> DwcArchive:
 
     Raises :class:`IngestError` when there is no ``meta.xml``, its core is not occurrences, or a file is missing or
     unreadable. A cell left empty takes the field's ``default`` from meta.xml; a short row is padded with empty cells.
+    A zip file is parsed once per process while it is unchanged (``prepare --dwca`` asks for it up to three
+    times: to choose the store kind, the default ranks and the records); treat the result as read-only.
     """
     path = Path(path)
+    if path.is_file():
+        stat = path.stat()
+        return _read_zip(str(path), stat.st_mtime_ns, stat.st_size)
+    return _read(path)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_zip(path: str, mtime_ns: int, size: int) -> DwcArchive:
+    """:func:`_read` of a zip file, keyed by its path, modification time and size."""
+    return _read(Path(path))
+
+
+def _read(path: Path) -> DwcArchive:
     source = _Source(path)
     metas = sorted((n for n in source.names() if PurePosixPath(n).name == "meta.xml"), key=lambda n: n.count("/"))
     if not metas:
