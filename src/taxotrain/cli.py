@@ -114,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation: average over flips / all 8 flips+rotations; auto (default) = the "
                    "flips and rotations the run trained with (dihedral for the default augmentation), none for "
                    "signals; none is fastest")
-    s.add_argument("--no-baseline", action="store_true", help="signal runs: skip the ROCKET-family "
-                   "baselines (4 closed-form fits on the train split)")
+    s.add_argument("--no-baseline", action="store_true", help="skip the baselines fitted on the train split: "
+                   "the ROCKET family for signal runs (4 closed-form fits), the raw-pixel nearest class mean for "
+                   "image runs (one read of the train split), class frequency for priors")
     s.add_argument("--no-retrieval", action="store_true", help="image runs: skip retrieval (the split's embeddings "
                    "searched among the train split's), few-shot and open-set figures")
     s.add_argument("--knn-k", type=int, default=20, metavar="K", help="neighbours that vote in the retrieval k-NN "

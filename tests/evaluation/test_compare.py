@@ -61,6 +61,15 @@ def test_compare_flat_and_hierarchical(trained_run: Path, plankton_store: Path, 
     assert float(rows3["class top1"][pooled]) == pytest.approx(pooled_mean, abs=1e-6)
     assert float(rows3["class top1"][f"{pooled} [hsoftmax]"]) == pytest.approx(m["ranks"]["class"]["top1"], abs=1e-6)
 
+    # image runs evaluated with retrieval: their retrieval precision@1 is compared with an interval too
+    same = tmp_path / "same"
+    assert main(["evaluate", "--compare", f"a={other}", f"b={other}", "--out", str(same)]) == 0
+    with (same / "compare.csv").open() as fh:
+        rows4 = {r["metric"]: r for r in csv.DictReader(fh)}
+    assert float(rows4["class precision_at_1"]["a"]) == pytest.approx(m["retrieval"]["class"]["precision_at_1"])
+    assert [float(rows4["class precision_at_1"][f"b - a{s}"]) for s in ("", " low", " high")] == [0, 0, 0]
+    assert rows4["class map_at_r"]["b - a"] == ""  # shown, without an interval
+
 
 def test_compare_refuses_different_splits(trained_run: Path, tmp_path: Path, synthetic_set: tuple[Path, Path],
                                           capsys: pytest.CaptureFixture[str]) -> None:

@@ -108,6 +108,42 @@ def test_no_retrieval_skips_it_and_a_classifier_run_gets_it(trained_run: Path, p
     assert metrics["retrieval_setup"]["embedding_dim"] == load_run(trained_run).model.num_features
 
 
+def test_the_raw_pixel_floor_is_a_nearest_class_mean_and_few_shot_on_the_input_pixels(evaluated: dict,
+                                                                                     embedded: dict,
+                                                                                     embedding_run: Path) -> None:
+    from sklearn.neighbors import NearestCentroid
+    from torch.utils.data import DataLoader
+
+    run, store, ranks = embedded["run"], embedded["store"], embedded["ranks"]
+
+    def pixels(split: str) -> tuple[np.ndarray, np.ndarray]:
+        batches = list(DataLoader(run.task.inference_dataset(store, split), batch_size=64))
+        x = np.concatenate([b["input"].reshape(len(b["input"]), -1).numpy() for b in batches]) / 255.0
+        return x, np.concatenate([b["target"].numpy() for b in batches])
+
+    floor = evaluated["baseline"]["pixel_centroid"]
+    (xt, yt), (xq, yq), (xh, yh) = pixels("train"), pixels("test"), pixels("heldout")
+    assert floor["train_records"] == len(xt) and floor["dim"] == xt.shape[1] == 32 * 32 * run.task.spec.channels
+    for r, rank in enumerate(ranks):
+        train, test = yt[:, r] >= 0, yq[:, r] >= 0  # records unknown at a rank are neither class means nor scored
+        expected = NearestCentroid().fit(xt[train], yt[train, r]).predict(xq[test])
+        assert floor[rank]["top1"] == pytest.approx(float((expected == yq[test, r]).mean()))
+        assert floor[rank]["records"] == int(test.sum())
+        for shots in (1, 5):
+            want = fewshot_accuracy(xt.mean(0), xh, yh[:, r], shots, draws=5, seed=run.config.run.seed)
+            assert floor["heldout"][rank][f"fewshot_{shots}"] == pytest.approx(want["accuracy"])
+    html = (embedding_run / "report.html").read_text()
+    assert "raw pixels (floor)" in html and "nearest class mean of the train split" in html
+
+
+def test_the_predictions_file_keeps_each_querys_precision_at_1(evaluated: dict, embedding_run: Path) -> None:
+    with np.load(embedding_run / "predictions_test.npz") as z:
+        for rank, got in evaluated["retrieval"].items():
+            hits = z[f"retrieval_{rank}"]
+            assert len(hits) == len(z["indices"]) and int((~np.isnan(hits)).sum()) == got["queries"]
+            assert float(np.nanmean(hits)) == pytest.approx(got["precision_at_1"])
+
+
 def test_knn_k_below_one_is_a_one_line_error(embedding_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", str(embedding_run), "--knn-k", "0"]) == 2
     assert "--knn-k 0" in capsys.readouterr().err

@@ -85,3 +85,16 @@ def test_unpaired_intervals_cover_two_independent_test_sets() -> None:
     assert lo > 0
     with pytest.raises(ValueError, match="one setting hold different test records"):
         unpaired_differences([a, {**a, "indices": np.arange(1, 1501)}], b)
+
+
+def test_a_statistic_one_run_lacks_gets_no_interval_and_precision_at_1_is_resampled() -> None:
+    rng = np.random.default_rng(3)
+    hits = rng.random(400) < 0.5
+    with_p1 = {**arrays(hits, np.where(hits, 0, 2)), "class precision_at_1": np.where(hits, 1.0, 0.0)}
+    with_p1["class precision_at_1"][:10] = np.nan  # unscored queries drop out
+    without = arrays(hits, np.where(hits, 0, 2))
+    assert "class precision_at_1" not in paired_differences(with_p1, without, resamples=50)
+    assert "class precision_at_1" not in unpaired_differences(without, with_p1, resamples=50)
+    better = {**with_p1, "class precision_at_1": np.where(np.isnan(with_p1["class precision_at_1"]), np.nan, 1.0)}
+    obs, lo, hi = paired_differences(with_p1, better, resamples=200)["class precision_at_1"]
+    assert obs == pytest.approx(1 - np.nanmean(with_p1["class precision_at_1"])) and 0 < lo <= obs <= hi

@@ -1,7 +1,8 @@
 """``taxotrain evaluate --compare RUN_A RUN_B``: runs side by side on the same test split, in one table and plot.
 
 Every run after the first also gets its difference from the first with a 95% paired bootstrap interval
-(``evaluation/intervals.py``) for the per-rank top-1, chain accuracy, mistake severity and hierarchical distance, so
+(``evaluation/intervals.py``) for the per-rank top-1, chain accuracy, mistake severity and hierarchical distance, and
+for image runs evaluated with retrieval the per-rank retrieval precision@1 (MAP@R is shown without an interval), so
 the table says which differences the test split can tell apart.
 
 A setting trained with several seeds is given as one comma-joined argument (``flat=runs/f0,runs/f1,runs/f2``; the
@@ -84,6 +85,11 @@ def comparison_rows(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     for rank in ranks[:-1]:
         rows.append({"metric": f"{rank} top1 from summed finest", "better": "higher",
                      **{name: met["hierarchy"]["coarse_from_fine"][rank] for name, met in metrics.items()}})
+    if all(met.get("retrieval") for met in metrics.values()):  # image runs evaluated with retrieval
+        for rank in ranks:
+            for m in ("precision_at_1", "map_at_r"):
+                rows.append({"metric": f"{rank} {m}", "better": "higher",
+                             **{name: met["retrieval"][rank][m] for name, met in metrics.items()}})
     return rows
 
 

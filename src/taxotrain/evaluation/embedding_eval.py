@@ -33,6 +33,7 @@ from taxotrain.evaluation.retrieval import (
     known_vs_unknown_auroc,
     leave_one_out_precision_at_1,
     precision_at_1_by_group,
+    precision_at_1_hits,
     retrieval_report,
 )
 from taxotrain.inference.embed import embed_split
@@ -51,10 +52,12 @@ def by_rank(labels: np.ndarray, ranks: list[str]) -> dict[str, np.ndarray]:
 
 
 def evaluate_embeddings(run: LoadedRun, store: Store, split: str, knn_k: int = KNN_K, target_precision: float = 0.9,
-                        batch_size: int | None = None, workers: int | None = None) -> dict[str, Any]:
+                        batch_size: int | None = None, workers: int | None = None
+                        ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The ``metrics.json`` entries of the module docstring for ``split`` of ``store`` (queries) against its train
-    split (gallery); ``split == "train"`` searches the train split against itself, each record left out of its own
-    neighbours."""
+    split (gallery), and per rank each query's precision@1 (1/0, NaN when unscored) in the split's record order, for
+    ``--compare``'s intervals. ``split == "train"`` searches the train split against itself, each record left out of
+    its own neighbours."""
     ranks = list(run.taxonomy.ranks)
     g_emb, g_lab, _ = embed_split(run, store, "train", batch_size, workers)
     own = split == "train"
@@ -69,9 +72,11 @@ def evaluate_embeddings(run: LoadedRun, store: Store, split: str, knn_k: int = K
     q_sims, q_idx = search(queries, gallery, 1, exclude_self=own)
     out["retrieval_by_group"] = precision_at_1_by_group(q_idx, q_ranks, g_ranks, run.taxonomy.names[0],
                                                         self_in_gallery=own)
+    # queries come in the split's record order (an unshuffled loader), as the predictions file keeps its records
+    hits = {rank: precision_at_1_hits(q_idx, q_ranks[rank], g_ranks[rank], own) for rank in ranks}
     held = store.splits.get(HELDOUT)
     if held is None or len(held) == 0:
-        return out
+        return out, hits
     h_emb, h_lab, _ = embed_split(run, store, HELDOUT, batch_size, workers)
     out["heldout"] = heldout_figures(g_emb, h_emb, by_rank(h_lab, ranks), run.config.run.seed)
     out["retrieval_setup"].update(heldout_records=int(len(h_emb)), fewshot_draws=FEWSHOT_DRAWS,
@@ -85,7 +90,7 @@ def evaluate_embeddings(run: LoadedRun, store: Store, split: str, knn_k: int = K
     out["openset"] = openset_figures(q_sims[:, 0], g_lab[q_idx[:, 0], -1], q_lab[:, -1], h_sims[:, 0], gallery,
                                      g_lab[:, -1], val, target_precision)
     out["openset"]["rank"] = ranks[-1]
-    return out
+    return out, hits
 
 
 def heldout_figures(train_emb: np.ndarray, emb: np.ndarray, labels: dict[str, np.ndarray],

@@ -20,8 +20,9 @@ Arrays = dict[str, np.ndarray] | Sequence[dict[str, np.ndarray]]  # one run, or 
 
 def record_arrays(path: Path, ranks: list[str]) -> dict[str, np.ndarray]:
     """Per-record outcomes from ``predictions_<split>.npz``: ``<rank> top1`` (1/0, NaN when unknown), ``chain``
-    (every known rank of the decoded path right, NaN without a finest label) and ``heights`` (LCA height of the
-    decoded finest prediction, 0 when right)."""
+    (every known rank of the decoded path right, NaN without a finest label), ``heights`` (LCA height of the
+    decoded finest prediction, 0 when right) and, for runs evaluated with retrieval, ``<rank> precision_at_1``
+    (the nearest train record shares the label; NaN when unscored)."""
     with np.load(path) as z:
         labels, decoded, heights = z["labels"], z["decoded"], z["heights"]
         out = {"indices": z["indices"]}
@@ -29,6 +30,8 @@ def record_arrays(path: Path, ranks: list[str]) -> dict[str, np.ndarray]:
             known = labels[:, r] != NULL
             hit = (z[f"probs_{rank}"].argmax(1) == labels[:, r]).astype(np.float64)
             out[f"{rank} top1"] = np.where(known, hit, np.nan)
+            if f"retrieval_{rank}" in z.files:
+                out[f"{rank} precision_at_1"] = z[f"retrieval_{rank}"].astype(np.float64)
     known = labels != NULL
     chain = ((decoded == labels) | ~known).all(1).astype(np.float64)
     out["chain_accuracy"] = np.where(known[:, -1], chain, np.nan)
@@ -56,7 +59,8 @@ def _severity(heights: np.ndarray) -> Statistic:
 
 def statistics(arrays: dict[str, np.ndarray]) -> dict[str, Statistic]:
     """The resampled statistics, keyed by the metric names of the comparison table."""
-    stats = {k: _nanmean(v) for k, v in arrays.items() if k.endswith(" top1") or k == "chain_accuracy"}
+    stats = {k: _nanmean(v) for k, v in arrays.items()
+             if k.endswith((" top1", " precision_at_1")) or k == "chain_accuracy"}
     stats["mistake_severity"] = _severity(arrays["heights"])
     stats["hierarchical_distance_at_1"] = _nanmean(arrays["heights"])
     return stats
@@ -80,7 +84,7 @@ def paired_differences(base: Arrays, other: Arrays, resamples: int = 2000, seed:
     full = np.arange(n)[None, :]
     stats = [[statistics(r) for r in runs] for runs in (base_runs, other_runs)]
     out = {}
-    for key in stats[0][0]:
+    for key in _shared_keys([s for setting in stats for s in setting]):
         resampled, observed = [], []
         for setting, pick in zip(stats, picks, strict=True):
             per_run = np.stack([s[key](idx) for s in setting])  # [runs, B]
@@ -99,6 +103,7 @@ def unpaired_differences(base: Arrays, other: Arrays, resamples: int = 2000, see
     carries the noise of two independent test sets. The runs of one setting must share their records."""
     rng = np.random.default_rng(seed)
     resampled, observed = [], []
+    keys = _shared_keys([statistics(r) for arrays in (base, other) for r in _as_runs(arrays)])
     for arrays in (base, other):
         runs = _as_runs(arrays)
         indices = runs[0]["indices"]
@@ -110,14 +115,20 @@ def unpaired_differences(base: Arrays, other: Arrays, resamples: int = 2000, see
         stats = [statistics(r) for r in runs]
         full = np.arange(n)[None, :]
         resampled.append({k: np.stack([s[k](idx) for s in stats])[pick.T, np.arange(resamples)].mean(0)
-                          for k in stats[0]})
-        observed.append({k: float(np.mean([s[k](full)[0] for s in stats])) for k in stats[0]})
+                          for k in keys})
+        observed.append({k: float(np.mean([s[k](full)[0] for s in stats])) for k in keys})
     out = {}
     for key in resampled[0]:
         diff = resampled[1][key] - resampled[0][key]
         lo, hi = np.quantile(diff, [(1 - level) / 2, (1 + level) / 2])
         out[key] = (observed[1][key] - observed[0][key], float(lo), float(hi))
     return out
+
+
+def _shared_keys(stats: list[dict[str, Statistic]]) -> list[str]:
+    """The statistics every run has, in the first run's order (a run evaluated without retrieval has none of its
+    precision@1 arrays, so those rows get no interval)."""
+    return [k for k in stats[0] if all(k in s for s in stats[1:])]
 
 
 def _as_runs(arrays: Arrays) -> list[dict[str, np.ndarray]]:

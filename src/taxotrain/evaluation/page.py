@@ -129,7 +129,8 @@ def baseline_top1(baseline: dict[str, Any], finest: str) -> float | None:
     return (baseline.get(finest) or {}).get("top1") if isinstance(baseline.get(finest), dict) else None
 
 
-BASELINE_NAMES = {"frequency": "class frequency: the train split's most frequent class for every record"}
+BASELINE_NAMES = {"frequency": "class frequency: the train split's most frequent class for every record",
+                  "pixel_centroid": "raw pixels: the nearest class mean of the train split's input pixels"}
 
 
 def _baseline_html(metrics: dict[str, Any], ranks: list[str]) -> str:
@@ -137,7 +138,8 @@ def _baseline_html(metrics: dict[str, Any], ranks: list[str]) -> str:
     if not baselines:
         return ""
     baselines = {k: b if "top1" in b or b.get("skipped") else  # scored per rank: the finest rank's here
-                 {"method": BASELINE_NAMES.get(k, k), "top1": baseline_top1(b, ranks[-1])}
+                 {"method": BASELINE_NAMES.get(k, k), "top1": baseline_top1(b, ranks[-1]),
+                  "seconds": b.get("seconds"), "train_records": b.get("train_records")}
                  for k, b in baselines.items()}
     fit = metrics.get("fit") or {}
     own = f"{fit['seconds'] + fit.get('selection_seconds', 0):.1f}" if fit.get("seconds") is not None else "–"
@@ -269,12 +271,17 @@ def _retrieval_html(metrics: dict[str, Any], ranks: list[str]) -> str:
                          f"<td>{_fmt(m.get('classes'))}</td><td>{_fmt(m.get('loo_precision_at_1'))}</td>"
                          f"<td>{_fmt(m.get('fewshot_1'))}</td><td>{_fmt(m.get('fewshot_5'))}</td></tr>"
                          for r, m in held.items())
+        floor = ((metrics.get("baseline") or {}).get("pixel_centroid") or {}).get("heldout") or {}
+        h_rows += "".join(f"<tr><td class=\"name\">{_e(r)}: raw pixels (floor)</td><td>–</td><td>–</td>"
+                          f"<td>{_fmt(m.get('loo_precision_at_1'))}</td><td>{_fmt(m.get('fewshot_1'))}</td>"
+                          f"<td>{_fmt(m.get('fewshot_5'))}</td></tr>" for r, m in floor.items())
         parts.append("<h3>Held-out classes (never trained on)</h3>"
                      f"<table>{h_head}{h_rows}</table><p class=\"meta\">Leave-one-out P@1: each held-out record's "
                      "nearest among the other held-out records shares its label. 1-/5-shot: SimpleShot, the "
                      "embeddings centred on the train split's mean and L2-normalised, each record named by the "
                      f"nearest mean of 1 or 5 random references per class (mean of "
-                     f"{_e(setup.get('fewshot_draws', 5))} seeded draws; classes with too few records left out).</p>")
+                     f"{_e(setup.get('fewshot_draws', 5))} seeded draws; classes with too few records left out). "
+                     "The raw-pixel rows apply the same rules to the input pixels: the floor.</p>")
     opened = metrics.get("openset")
     if opened:
         threshold = opened.get("threshold")

@@ -21,6 +21,7 @@ from taxotrain.evaluation.hierarchy import hierarchy_metrics, record_heights
 from taxotrain.evaluation.metrics import confusion, evaluate_probs, per_rank, reliability
 from taxotrain.evaluation.mistakes import Mistake, worst_mistakes
 from taxotrain.evaluation.page import ReportInputs, baseline_top1, render_report
+from taxotrain.evaluation.pixel_baseline import pixel_centroid_baseline
 from taxotrain.evaluation.plots import plot_confusion, plot_curves, plot_recall_by_frequency, plot_reliability
 from taxotrain.evaluation.retrieval import KNN_K
 from taxotrain.files import atomic_path, write_text_atomic
@@ -47,8 +48,10 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     ``tta`` averages predictions over test-time views (image runs: ``none``, ``flip`` or ``dihedral``; ``auto`` =
     the views the run trained for). Roll-up thresholds (the deepest rank ``predict`` reports) are chosen on the val
     split so that each rank's decoded predictions reach ``target_precision``, and saved to ``rollup.json``. With
-    ``baseline``, the task's reference models (MiniRocket for signal runs) are fitted on the same train split and
-    scored on ``split`` (``metrics.json`` -> ``baseline`` -> ``minirocket`` -> ``top1``). With ``retrieval``, runs
+    ``baseline``, the task's reference models (the ROCKET family for signal runs, class frequency for priors) are
+    fitted on the same train split and scored on ``split`` (``metrics.json`` -> ``baseline`` -> ``minirocket`` ->
+    ``top1``), and image runs get the raw-pixel floor (``baseline`` -> ``pixel_centroid``,
+    ``evaluation/pixel_baseline.py``). With ``retrieval``, runs
     of tasks that evaluate their embeddings (the image tasks) add retrieval of ``split`` against the train split
     (``knn_k`` neighbours vote in the k-NN top-1) and, for a store with held-out classes, few-shot and open-set
     figures (``evaluation/embedding_eval.py``).
@@ -100,11 +103,15 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
                                                    lambda hide: split_probs(split, hide)[0])
     if baseline:
         baselines = task.baselines(st, split)
+        if task.evaluates_retrieval:  # image inputs: the raw-pixel floor of the closed-set and few-shot figures
+            baselines["pixel_centroid"] = pixel_centroid_baseline(task, st, split, cfg.run.seed, bs, nw)
         if baselines:
             metrics["baseline"] = baselines
+    retrieval_hits: dict[str, np.ndarray] = {}
     if retrieval and task.evaluates_retrieval:
-        metrics.update(evaluate_embeddings(run, st, split, knn_k=knn_k, target_precision=target_precision,
-                                           batch_size=bs, workers=workers))
+        figures, retrieval_hits = evaluate_embeddings(run, st, split, knn_k=knn_k, target_precision=target_precision,
+                                                      batch_size=bs, workers=workers)
+        metrics.update(figures)
     if (fitted := fit_time(paths)) is not None:
         metrics["fit"] = fitted
     digest = hashlib.sha1(indices.tobytes() + str(st.attrs.get("created")).encode()).hexdigest()[:16]
@@ -116,7 +123,7 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
 
     files = [_write_json(paths.metrics_json, metrics), _write_per_class(paths.per_class, rows),
              _write_predictions(paths.predictions(split), probs, labels, decoded.labels, indices,
-                                record_heights(decoded.labels, labels, run.taxonomy))]
+                                record_heights(decoded.labels, labels, run.taxonomy), retrieval_hits)]
     cms = [confusion(probs[rank], labels[:, r]) for r, rank in enumerate(run.taxonomy.ranks)]
     confusions = [plot_confusion(cm, run.taxonomy, r, paths.root / f"confusion_{rank}.png")
                   for r, (rank, cm) in enumerate(zip(run.taxonomy.ranks, cms, strict=True))]
@@ -154,10 +161,14 @@ def _write_json(path: Path, metrics: dict[str, Any]) -> Path:
 
 
 def _write_predictions(path: Path, probs: dict[str, np.ndarray], labels: np.ndarray, decoded: np.ndarray,
-                       indices: np.ndarray, heights: np.ndarray) -> Path:
-    """Per-record arrays that ``--compare`` resamples for its confidence intervals."""
+                       indices: np.ndarray, heights: np.ndarray,
+                       retrieval_hits: dict[str, np.ndarray] | None = None) -> Path:
+    """Per-record arrays that ``--compare`` resamples for its confidence intervals: with retrieval, also
+    ``retrieval_<rank>`` (1/0 whether the nearest train record shares the label, NaN when unscored), in the same
+    record order as ``indices``."""
+    extra = {f"retrieval_{rank}": h.astype(np.float32) for rank, h in (retrieval_hits or {}).items()}
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
-        np.savez_compressed(fh, labels=labels, decoded=decoded, indices=indices, heights=heights,
+        np.savez_compressed(fh, labels=labels, decoded=decoded, indices=indices, heights=heights, **extra,
                             **{f"probs_{rank}": p.astype(np.float32) for rank, p in probs.items()})
     return path
 

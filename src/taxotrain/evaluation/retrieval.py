@@ -95,6 +95,12 @@ def precision_at_1(neighbours: np.ndarray, query_labels: np.ndarray, gallery_lab
     return _mean(_one(neighbours, query_labels, gallery_labels, self_in_gallery)["precision_at_1"])
 
 
+def precision_at_1_hits(neighbours: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray,
+                        self_in_gallery: bool = False) -> np.ndarray:
+    """Per query: 1.0 when its nearest neighbour shares its label, 0.0 when not, NaN when it is not scored."""
+    return _one(neighbours, query_labels, gallery_labels, self_in_gallery)["precision_at_1"]
+
+
 def recall_at_k(neighbours: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray, k: int = RECALL_K,
                 self_in_gallery: bool = False) -> float | None:
     """Fraction of scored queries with at least one of their ``k`` nearest sharing their label."""
