@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from taxotrain.data.metadata import Metadata, metadata_columns, parse_metadata
+from taxotrain.data.records import Record, RecordTable
 from taxotrain.errors import TaxotrainError
 from taxotrain.taxonomy import Taxonomy, TaxonomyError
 from taxotrain_runtime.images import IMAGE_SUFFIXES
 from taxotrain_runtime.images import find_images as runtime_find_images
 
-__all__ = ["IMAGE_SUFFIXES", "IngestError", "find_images", "from_folder", "from_manifest"]
+__all__ = ["IMAGE_SUFFIXES", "IngestError", "Record", "RecordTable", "find_images", "from_folder", "from_manifest"]
 
 PATH_COLUMN = "filepath"
 SKIP_COLUMN = "\0skip"  # set by an importer on a row it cannot use: the reason, listed in the report
@@ -27,29 +28,12 @@ class IngestError(TaxotrainError):
     """The input cannot be ingested as given; the message names the file and the fix."""
 
 
-@dataclass(slots=True)
-class Record:
-    """One candidate file with its label names per rank (``None`` = unknown at that rank). A prepare holds one per
-    file, so each one's size is what its memory grows by: slotted, the folder (``base``) shared by every record of a
-    source and only the relative path its own."""
-
-    base: str
-    relpath: str  # relative to ``base`` (or absolute)
-    names: tuple[str | None, ...]
-    group: str | None = None  # what must not straddle splits (prepare --group-by), when given
-
-    @property
-    def path(self) -> str:
-        """Where the file is."""
-        return os.path.join(self.base, self.relpath)
-
-
 @dataclass
 class Ingested:
     """Records to verify, the taxonomy they use, and what was skipped before decoding."""
 
     ranks: list[str]
-    records: list[Record]
+    records: RecordTable  # on disk but for a few bytes each: data/records.py
     taxonomy: Taxonomy
     skipped: list[tuple[str, str]] = field(default_factory=list)
     group_by: str | None = None  # the column each record's group came from (None: no groups)
@@ -66,14 +50,25 @@ def find_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    columns, rows = _stream_csv(path)
+    return columns, list(rows)
+
+
+def _stream_csv(path: Path) -> tuple[list[str], Iterator[dict[str, str]]]:
+    """The header of a CSV and its rows (stripped), read one at a time: a manifest of millions of rows is never
+    held whole."""
     if not path.is_file():
         raise IngestError(f"{path} not found")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in rows]
-    return columns, rows
+    fh = path.open(newline="", encoding="utf-8-sig")
+    reader = csv.DictReader(fh)
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+
+    def rows() -> Iterator[dict[str, str]]:
+        with fh:
+            for row in reader:
+                yield {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+
+    return columns, rows()
 
 
 def _require_columns(path: Path, columns: list[str], needed: Sequence[str], what: str) -> None:
@@ -101,12 +96,12 @@ def from_folder(root: Path, ranks: Sequence[str], taxonomy_csv: Path | None) -> 
         raise IngestError(f"--ranks names {len(ranks)} ranks but a folder only gives the finest; add --taxonomy "
                           f"FILE.csv with columns {', '.join(ranks)}")
     skipped: list[tuple[str, str]] = []
-    folders: dict[str, list[str]] = {}
+    folders: list[str] = []  # each one's files are listed when its records are made: one folder's list at a time
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
             skipped.append((entry.name, "hidden entry"))
         elif entry.is_dir():
-            folders[entry.name] = _files_under(root, entry.name)
+            folders.append(entry.name)
         else:
             skipped.append((entry.name, "not inside a class folder"))
     if not folders:
@@ -130,10 +125,10 @@ def from_folder(root: Path, ranks: Sequence[str], taxonomy_csv: Path | None) -> 
         sources = [f"folder {name}" for name in folders]
     taxonomy = Taxonomy.from_rows(ranks, tax_rows, sources)
 
-    records = []
+    records = RecordTable()
     base = str(root)
-    for name in list(folders):
-        files = folders.pop(name)  # each folder's list is dropped once its records exist
+    for name in folders:
+        files = _files_under(root, name)
         row = (None,) * (len(ranks) - 1) + (name,)
         if not files:
             skipped.append((f"{name}/", "empty class folder"))
@@ -141,7 +136,7 @@ def from_folder(root: Path, ranks: Sequence[str], taxonomy_csv: Path | None) -> 
             if any(part.startswith(".") for part in rel.split("/")):
                 skipped.append((rel, "hidden file"))
             else:
-                records.append(Record(base, rel, row))
+                records.add(base, rel, row)
     return Ingested(ranks, records, taxonomy, skipped)
 
 
@@ -163,11 +158,11 @@ def from_manifest(manifest: Path, ranks: Sequence[str], taxonomy_csv: Path | Non
     Rank columns missing from the manifest are taken from ``taxonomy_csv``; an empty cell is a null label.
     ``group_by`` names the column whose value each record's group is (an empty cell: a group of its own).
     """
-    columns, rows = _read_csv(manifest)
+    columns, rows = _stream_csv(manifest)
     return from_rows(manifest, columns, rows, ranks, taxonomy_csv, group_by)
 
 
-def from_rows(source: Path, columns: list[str], rows: list[dict[str, str]], ranks: Sequence[str],
+def from_rows(source: Path, columns: list[str], rows: Iterable[dict[str, str]], ranks: Sequence[str],
               taxonomy_csv: Path | None, group_by: str | None = None, first_line: int = 2,
               base: Path | None = None, files: bool = True) -> Ingested:
     """Records of manifest-like ``rows`` read from ``source`` (``filepath`` relative to ``base``, default the
@@ -191,9 +186,11 @@ def from_rows(source: Path, columns: list[str], rows: list[dict[str, str]], rank
 
     base = base or source.parent
     skipped: list[tuple[str, str]] = []
-    records, label_rows, label_sources = [], [], []
+    records = RecordTable()
+    label_rows: dict[tuple[str | None, ...], str] = {}  # each distinct label row, with the first line that gave it
     meta_columns = metadata_columns(columns)
     meta_rows: list[dict[str, str | None]] = []
+    meta_ids: list[str] = []
     for i, row in enumerate(rows):
         line = f"{source.name} {'line' if source.suffix != '.json' else 'image'} {i + first_line}"
         rel = row.get(PATH_COLUMN, "") if files else (row.get("occurrenceID") or row.get("id") or line)
@@ -208,12 +205,13 @@ def from_rows(source: Path, columns: list[str], rows: list[dict[str, str]], rank
             skipped.append((rel, f"no label at any rank ({', '.join(ranks)})"))
             continue
         group = (row.get(group_by) or f"\0{line}") if group_by is not None else None  # empty: a group of its own
-        records.append(Record(str(base) if files else "", rel, names, group))
-        label_rows.append(names)
-        label_sources.append(line)
+        records.add(str(base) if files else "", rel, names, group)
+        label_rows.setdefault(names, line)
         if meta_columns:
             meta_rows.append({c: row.get(c) for c in meta_columns})
-    taxonomy = Taxonomy.from_rows(ranks, tax_rows + label_rows, tax_sources + label_sources)
+            meta_ids.append(rel)
+    # a contradiction is named by the first line of each distinct row, as Taxonomy.from_rows names the first source
+    taxonomy = Taxonomy.from_rows(ranks, tax_rows + list(label_rows), tax_sources + list(label_rows.values()))
     if tax_rows:  # cut each taxonomy row below its deepest node that the data uses: heads get no empty classes
         used = {(r, n) for row in label_rows for r, n in enumerate(row) if n is not None}
         cut = []
@@ -221,7 +219,6 @@ def from_rows(source: Path, columns: list[str], rows: list[dict[str, str]], rank
             depth = max((r for r, n in enumerate(row) if (r, n) in used), default=-1)
             if depth >= 0:
                 cut.append(tuple(row[: depth + 1]) + (None,) * (len(ranks) - depth - 1))
-        taxonomy = Taxonomy.from_rows(ranks, cut + label_rows)
-    metadata = (parse_metadata(meta_rows, meta_columns, ids=[r.relpath for r in records]) if meta_columns
-                else None)
+        taxonomy = Taxonomy.from_rows(ranks, cut + list(label_rows))
+    metadata = parse_metadata(meta_rows, meta_columns, ids=meta_ids) if meta_columns else None
     return Ingested(ranks, records, taxonomy, skipped, group_by, metadata)

@@ -1,14 +1,16 @@
-"""What ``prepare`` keeps of each accepted image once its bytes are in the spool file: a few numbers in typed arrays.
+"""What ``prepare`` keeps of each accepted image once its bytes are in the spool file: a few numbers, on disk.
 
 A verified image arrives from a worker as a :class:`~taxotrain.data.verify.Verified` object (its bytes, sizes, pixel
-sums, hashes: about a kilobyte of Python objects). Keeping those for every image made a prepare's memory grow by
-kilobytes per image; :class:`KeptImages` keeps the same facts in ``array`` columns (about 140 bytes per image) and
-hands them out as NumPy arrays.
+sums, hashes: about a kilobyte of Python objects). :class:`KeptImages` packs the facts prepare needs later into one
+fixed-width row per image (about 150 bytes) and appends it to a temporary file, so memory does not grow with the
+corpus; the columns are read back a piece at a time, and only those that must be whole (record indices, sizes,
+hashes for the leak check) become whole arrays.
 """
 
 from __future__ import annotations
 
-from array import array
+import tempfile
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -16,66 +18,105 @@ from taxotrain.data.duplicates import WORDS
 from taxotrain.data.verify import Verified
 
 DIGEST_CHARS = 20  # data/duplicates.fingerprint's pixel digest: 20 hex characters
+ROW = np.dtype([("record", "<i8"), ("nbytes", "<i8"), ("height", "<i4"), ("width", "<i4"), ("gray", "?"),
+                ("pixels", "<i8"), ("sums", "<f8", (4,)), ("sq_sums", "<f8", (4,)), ("phash", "<u8", (WORDS,)),
+                ("digest", f"S{DIGEST_CHARS}")])  # sums: R, G, B, grey sums of values in [0, 1]
+READ_ROWS = 1 << 15  # rows read back per piece (about 5 MB)
+BUFFER_ROWS = 1 << 10  # rows packed in memory before they are appended to the file
 
 
 class KeptImages:
     """The accepted images of one prepare, in the order kept: their record index and verification facts."""
 
     def __init__(self) -> None:
-        self._record = array("q")
-        self._nbytes = array("q")
-        self._height = array("i")
-        self._width = array("i")
-        self._gray = array("b")
-        self._pixels = array("q")
-        self._sums = array("d")  # 4 per image: R, G, B, grey sums of values in [0, 1]
-        self._sq_sums = array("d")
-        self._phash = array("Q")  # WORDS per image
-        self._digests = bytearray()
+        # unlinked at once, so nothing is left behind; closed by close() or when this object is collected
+        self._file = tempfile.TemporaryFile(prefix="taxotrain-kept-")  # noqa: SIM115
+        self._buffer = np.zeros(BUFFER_ROWS, dtype=ROW)
+        self._buffered = 0
+        self._rows = 0
 
     def add(self, record: int, v: Verified, nbytes: int) -> None:
         """Keep image ``record`` (its bytes, ``nbytes`` of them, are already in the spool)."""
-        self._record.append(record)
-        self._nbytes.append(nbytes)
-        self._height.append(v.height)
-        self._width.append(v.width)
-        self._gray.append(int(v.gray))
-        self._pixels.append(v.pixels)
-        self._sums.extend(np.asarray(v.sums, dtype=np.float64).tolist())
-        self._sq_sums.extend(np.asarray(v.sq_sums, dtype=np.float64).tolist())
-        self._phash.extend(v.phash)
-        self._digests += v.digest.encode("ascii").ljust(DIGEST_CHARS)[:DIGEST_CHARS]
+        row = self._buffer[self._buffered]
+        row["record"], row["nbytes"], row["height"], row["width"] = record, nbytes, v.height, v.width
+        row["gray"], row["pixels"], row["sums"], row["sq_sums"] = v.gray, v.pixels, v.sums, v.sq_sums
+        row["phash"] = v.phash
+        row["digest"] = v.digest.encode("ascii")[:DIGEST_CHARS]
+        self._buffered += 1
+        self._rows += 1
+        if self._buffered == BUFFER_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffered:
+            self._file.write(self._buffer[: self._buffered].tobytes())
+            self._buffered = 0
+        self._file.flush()
 
     def __len__(self) -> int:
-        return len(self._record)
+        return self._rows
+
+    def _pieces(self, fields: list[str]) -> Iterator[np.ndarray]:
+        """The rows, READ_ROWS at a time, holding only ``fields``."""
+        self._flush()
+        self._file.seek(0)
+        try:
+            for start in range(0, self._rows, READ_ROWS):
+                piece = np.frombuffer(self._file.read(min(READ_ROWS, self._rows - start) * ROW.itemsize), dtype=ROW)
+                yield piece[fields]
+        finally:
+            self._file.seek(0, 2)
+
+    def _whole(self, name: str) -> np.ndarray:
+        dtype = ROW.fields[name][0]
+        out = np.empty((self._rows, *dtype.shape), dtype=dtype.base)
+        pos = 0
+        for piece in self._pieces([name]):
+            out[pos : pos + len(piece)] = piece[name]
+            pos += len(piece)
+        return out
 
     @property
     def records(self) -> np.ndarray:
         """Record index (into the ingested records) of each kept image."""
-        return np.frombuffer(self._record, dtype=np.int64) if len(self) else np.zeros(0, np.int64)
+        return self._whole("record")
 
     def column(self, name: str) -> np.ndarray:
         """``nbytes``, ``height``, ``width``, ``gray`` or ``pixels`` of every kept image."""
-        arr = getattr(self, f"_{name}")
-        return np.array(arr, dtype={"b": np.bool_}.get(arr.typecode))
+        return self._whole(name)
+
+    def all_gray(self) -> bool:
+        """Whether every kept image is greyscale (read a piece at a time)."""
+        return all(bool(piece["gray"].all()) for piece in self._pieces(["gray"]))
 
     def phashes(self) -> np.ndarray:
         """Perceptual hashes ``[N, WORDS]`` uint64."""
-        return np.array(self._phash, dtype=np.uint64).reshape(len(self), WORDS)
+        return self._whole("phash").reshape(self._rows, WORDS)
 
     def digests(self) -> np.ndarray:
         """Pixel digests ``[N]`` (fixed-width bytes; equal digests mean identical pixels)."""
-        return np.frombuffer(bytes(self._digests), dtype=f"S{DIGEST_CHARS}")
+        return self._whole("digest")
 
     def channel_stats(self, rows: np.ndarray | None = None) -> dict[str, list[float]]:
-        """Per-channel mean and std (0-1 scale) of RGB and grey over the images ``rows`` (default all)."""
-        sums = np.array(self._sums, dtype=np.float64).reshape(-1, 4)
-        sq = np.array(self._sq_sums, dtype=np.float64).reshape(-1, 4)
-        pixels = np.array(self._pixels, dtype=np.float64)
+        """Per-channel mean and std (0-1 scale) of RGB and grey over the images ``rows`` (default all), summed a
+        piece at a time."""
+        chosen = None
         if rows is not None:
-            sums, sq, pixels = sums[rows], sq[rows], pixels[rows]
-        n = pixels.sum()
-        mean = sums.sum(0) / n
-        std = np.sqrt(np.maximum(sq.sum(0) / n - mean**2, 1e-12))
+            chosen = np.zeros(self._rows, dtype=bool)
+            chosen[np.asarray(rows, dtype=np.int64)] = True
+        sums, sq, n = np.zeros(4), np.zeros(4), 0.0
+        pos = 0
+        for piece in self._pieces(["sums", "sq_sums", "pixels"]):
+            take = slice(None) if chosen is None else chosen[pos : pos + len(piece)]
+            pos += len(piece)
+            sums += piece["sums"][take].sum(0)
+            sq += piece["sq_sums"][take].sum(0)
+            n += float(piece["pixels"][take].astype(np.float64).sum())
+        mean = sums / n
+        std = np.sqrt(np.maximum(sq / n - mean**2, 1e-12))
         return {"mean_rgb": mean[:3].tolist(), "std_rgb": std[:3].tolist(), "mean_gray": [float(mean[3])],
                 "std_gray": [float(std[3])]}
+
+    def close(self) -> None:
+        """Drop the temporary file."""
+        self._file.close()

@@ -129,13 +129,14 @@ def _prepare(
         kept, skipped = _verify_all(ingested, spool, workers, show, near_distance if dedupe else None)
         if not kept:
             raise IngestError(f"no readable image in {origin}; see the reasons in {report_path(out)}")
-        labels = ingested.taxonomy.encode_many((ingested.records[i].names for i in kept.records), len(kept))
+        labels = _labels(ingested, kept.records)
         heldout = _heldout(labels, ingested, holdout_classes, holdout_rank, seed)
         rest = np.setdiff1d(np.arange(len(labels)), heldout) if heldout is not None else np.arange(len(labels))
         if group_by is None:
             local, too_small = stratified_split(labels[rest], val, test, seed)
         else:
-            groups = [ingested.records[kept.records[i]].group for i in rest]
+            group_ids, values = ingested.records.group_ids()
+            groups = [values[g] for g in group_ids[kept.records[rest]]]  # names, not ids: the split sorts by name
             local, too_small = grouped_split(labels[rest], groups, val, test, seed), []
             empty = [name for name, f in (("val", val), ("test", test)) if f > 0 and len(local[name]) == 0]
             if empty:
@@ -150,14 +151,14 @@ def _prepare(
         metadata = ingested.metadata.select(kept.records) if ingested.metadata is not None else None
         _write_store(out, spool, ingested, kept, labels, splits, origin, seed, val, test, grouping, metadata)
         write_report(report_path(out), ingested.skipped + skipped + metadata_report_rows(metadata))
-        leaks = (write_leaks(leaks_path(out), kept, splits, [ingested.records[i].relpath for i in kept.records],
+        leaks = (write_leaks(leaks_path(out), kept, splits, ingested.records.path_view(kept.records),
                              near_distance) if leak_check else None)
     finally:
         spool.unlink(missing_ok=True)
     classes = dict(zip(ingested.ranks, ingested.taxonomy.num_classes, strict=True))
     parts = [metadata.summary()] if metadata is not None else []
     if group_by is not None:
-        n_groups = len({ingested.records[i].group for i in kept.records})
+        n_groups = len(np.unique(ingested.records.group_ids()[0][kept.records]))
         parts.append(f"{n_groups} groups by '{group_by}', each inside one split; class mix distance from the whole "
                      "(total variation) " + ", ".join(f"{k} {v:.3f}" for k, v in distance.items()))
     if leaks is not None:
@@ -167,6 +168,13 @@ def _prepare(
     extra = "; ".join(parts)
     return PrepareResult(out, report_path(out), len(kept), len(ingested.skipped) + len(skipped), classes,
                          {k: len(v) for k, v in splits.items()}, len(too_small), extra=extra)
+
+
+def _labels(ingested: Ingested, rows: np.ndarray) -> np.ndarray:
+    """Label indices ``[len(rows), R]`` of the records ``rows``: each distinct label row encoded once."""
+    ids, distinct = ingested.records.name_ids()
+    table = ingested.taxonomy.encode_many(distinct, len(distinct))
+    return table[ids[rows]] if len(rows) else np.zeros((0, len(ingested.ranks)), dtype=table.dtype)
 
 
 def _heldout(labels: np.ndarray, ingested: Ingested, spec: str | None, rank: str | None,
@@ -205,17 +213,17 @@ def _verify_all(
     kept = KeptImages()
     skipped: list[tuple[str, str]] = []
     count = len(ingested.records)
-    results = _verified((r.path for r in ingested.records), count, workers)  # each path made when it is sent
+    results = _verified(ingested.records.paths(), count, workers)  # each path read from disk when it is sent
     first = FirstOfEach(dedupe) if dedupe is not None else None
     with spool.open("wb") as fh:
         for i, res in enumerate(track(results, total=count, description="verifying", disable=not show)):
             if not res.ok:
-                skipped.append((ingested.records[i].relpath, res.reason))
+                skipped.append((ingested.records.relpath(i), res.reason))
                 continue
             copy = first.seen(res.phash, res.digest) if first is not None else None
             if copy is not None:
-                twin = ingested.records[int(kept.records[copy[0]])].relpath
-                skipped.append((ingested.records[i].relpath, f"--dedupe: {'a copy' if copy[1] == 0 else 'a near copy'}"
+                twin = ingested.records.relpath(int(kept.records[copy[0]]))
+                skipped.append((ingested.records.relpath(i), f"--dedupe: {'a copy' if copy[1] == 0 else 'a near copy'}"
                                 f" of {twin} (perceptual hashes {copy[1]} bits apart); kept that one"))
                 continue
             fh.write(res.data)
@@ -228,11 +236,11 @@ def _write_store(out: Path, spool: Path, ingested: Ingested, kept: KeptImages, l
                  grouping: dict[str, str | None], metadata: Metadata | None = None) -> None:
     stats = kept.channel_stats(splits["train"] if len(splits["train"]) else None)
     attrs = {"source": str(Path(origin).resolve()), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             "seed": seed, "val_fraction": val, "test_fraction": test, "grayscale": bool(kept.column("gray").all()),
+             "seed": seed, "val_fraction": val, "test_fraction": test, "grayscale": kept.all_gray(),
              "command": json.dumps(sys.argv), **stats,
              **{k: v for k, v in grouping.items() if v is not None}}
     with StoreWriter(out, IMAGE_KIND, attrs) as writer:
-        writer.write_records([ingested.records[i].relpath for i in kept.records], labels, ingested.taxonomy, splits)
+        writer.write_records(ingested.records.path_view(kept.records), labels, ingested.taxonomy, splits)
         writer.file.create_dataset("records/phash", data=kept.phashes())
         if metadata is not None:
             writer.write_metadata(metadata.layout.to_json(), metadata.arrays)
@@ -250,7 +258,7 @@ def leaks_path(store: Path) -> Path:
 
 
 def write_leaks(path: Path, kept: KeptImages, splits: dict[str, np.ndarray],
-                paths: list[str], near_distance: int = NEAR_DISTANCE) -> dict[str, int]:
+                paths: Sequence[str], near_distance: int = NEAR_DISTANCE) -> dict[str, int]:
     """Write the duplicate pairs whose two images lie in different splits to ``path`` (closest first) and count
     them (``exact``, ``near``) and every duplicate pair (``within``: both in one split)."""
     split_of = np.empty(len(kept), dtype=object)

@@ -114,18 +114,19 @@ def prepare_occurrences(source: Path, out: Path, ranks: Sequence[str], taxonomy:
     if ingested.metadata is None or not ingested.metadata.layout:
         raise IngestError(f"{source}: no place or date columns (decimalLatitude and decimalLongitude, eventDate or "
                           "year/month/day); a place/date prior needs them")
-    labels = ingested.taxonomy.encode_many((r.names for r in ingested.records), len(ingested.records))
+    ids, distinct = ingested.records.name_ids()
+    labels = ingested.taxonomy.encode_many(distinct, len(distinct))[ids]
     if ingested.group_by is None:
         splits, too_small = stratified_split(labels, val, test, seed)
     else:
-        splits, too_small = grouped_split(labels, [r.group for r in ingested.records], val, test, seed), []
+        splits, too_small = grouped_split(labels, _group_names(ingested), val, test, seed), []
     attrs = {"source": str(Path(source).resolve()), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "seed": seed, "val_fraction": val, "test_fraction": test, "command": json.dumps(sys.argv),
              "class_mix_distance": json.dumps(class_mix_distance(labels, splits)),
              **({"group_by": ingested.group_by} if ingested.group_by else {})}
     metadata = ingested.metadata
     with StoreWriter(out, OCCURRENCE_KIND, attrs) as writer:
-        writer.write_records([r.relpath for r in ingested.records], labels, ingested.taxonomy, splits)
+        writer.write_records(ingested.records.path_view(np.arange(len(labels))), labels, ingested.taxonomy, splits)
         writer.write_metadata(metadata.layout.to_json(), metadata.arrays)
     write_report(report_path(Path(out)), ingested.skipped + metadata_report_rows(metadata))
     classes = dict(zip(ingested.ranks, ingested.taxonomy.num_classes, strict=True))
@@ -155,3 +156,9 @@ def manifest_has_files(manifest: Path) -> bool:
         return True  # the image path says "not found"
     with manifest.open(newline="", encoding="utf-8-sig") as fh:
         return PATH_COLUMN in [c.strip() for c in next(csv.reader(fh), [])]
+
+
+def _group_names(ingested: Ingested) -> list[str | None]:
+    """Each record's group name (the split orders groups by name, so it takes names, not ids)."""
+    ids, values = ingested.records.group_ids()
+    return [values[g] for g in ids]

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -264,7 +265,7 @@ class StoreWriter:
         assert self.f is not None, "use StoreWriter as a context manager"
         return self.f
 
-    def write_records(self, paths: list[str], labels: np.ndarray, taxonomy: Taxonomy,
+    def write_records(self, paths: Sequence[str], labels: np.ndarray, taxonomy: Taxonomy,
                       splits: dict[str, np.ndarray]) -> None:
         """Paths (or ids), label indices per rank, the taxonomy and the split indices."""
         f = self.file
