@@ -108,3 +108,21 @@ def test_kept_images_cost_memory_only_while_buffered() -> None:
     tracemalloc.stop()
     assert len(kept) == 20_000 and kept.records[-1] == 19_999
     assert grown < 2 * kept_module.BUFFER_ROWS * kept_module.ROW.itemsize  # the buffer, not 20,000 rows
+
+
+def test_manifest_metadata_parsed_in_pieces_equals_parsed_whole(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from taxotrain.data import ingest
+
+    values = [("12.5", "-150.25", "2021-05-03"), ("95", "10", "2021-13-40"), ("abc", "10", "2021-05"),
+              ("", "", "2021"), ("-33.9", "151.2", "2019-12-31T23:30:00")]
+    lines = ["filepath,family,species,decimalLatitude,decimalLongitude,eventDate"]
+    lines += [f"img/{i}.png,fam,sp {i % 3},{la},{lo},{d}" for i, (la, lo, d) in enumerate(values * 3)]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    whole = ingest.from_manifest(manifest, ["family", "species"], None).metadata
+    monkeypatch.setattr(ingest, "METADATA_CHUNK", 4)
+    pieces = ingest.from_manifest(manifest, ["family", "species"], None).metadata
+    assert len(pieces) == len(whole) == 15 and pieces.layout == whole.layout
+    assert all(np.array_equal(pieces.arrays[k], whole.arrays[k], equal_nan=True) for k in whole.arrays)
+    assert pieces.problems == whole.problems and len(whole.problems) >= 6  # bad latitude, month, text; 3 times
+    assert [p.index for p in whole.problems if p.record == "img/6.png"] == [6, 6]

@@ -21,6 +21,7 @@ from taxotrain_runtime.images import find_images as runtime_find_images
 __all__ = ["IMAGE_SUFFIXES", "IngestError", "Record", "RecordTable", "find_images", "from_folder", "from_manifest"]
 
 PATH_COLUMN = "filepath"
+METADATA_CHUNK = 10_000  # rows of metadata text held before they are parsed into arrays
 SKIP_COLUMN = "\0skip"  # set by an importer on a row it cannot use: the reason, listed in the report
 
 
@@ -189,8 +190,9 @@ def from_rows(source: Path, columns: list[str], rows: Iterable[dict[str, str]], 
     records = RecordTable()
     label_rows: dict[tuple[str | None, ...], str] = {}  # each distinct label row, with the first line that gave it
     meta_columns = metadata_columns(columns)
-    meta_rows: list[dict[str, str | None]] = []
+    meta_rows: list[dict[str, str | None]] = []  # parsed into arrays every METADATA_CHUNK rows
     meta_ids: list[str] = []
+    meta_parts: list[Metadata] = []
     for i, row in enumerate(rows):
         line = f"{source.name} {'line' if source.suffix != '.json' else 'image'} {i + first_line}"
         rel = row.get(PATH_COLUMN, "") if files else (row.get("occurrenceID") or row.get("id") or line)
@@ -210,6 +212,9 @@ def from_rows(source: Path, columns: list[str], rows: Iterable[dict[str, str]], 
         if meta_columns:
             meta_rows.append({c: row.get(c) for c in meta_columns})
             meta_ids.append(rel)
+            if len(meta_rows) == METADATA_CHUNK:
+                meta_parts.append(parse_metadata(meta_rows, meta_columns, ids=meta_ids))
+                meta_rows, meta_ids = [], []
     # a contradiction is named by the first line of each distinct row, as Taxonomy.from_rows names the first source
     taxonomy = Taxonomy.from_rows(ranks, tax_rows + list(label_rows), tax_sources + list(label_rows.values()))
     if tax_rows:  # cut each taxonomy row below its deepest node that the data uses: heads get no empty classes
@@ -220,5 +225,6 @@ def from_rows(source: Path, columns: list[str], rows: Iterable[dict[str, str]], 
             if depth >= 0:
                 cut.append(tuple(row[: depth + 1]) + (None,) * (len(ranks) - depth - 1))
         taxonomy = Taxonomy.from_rows(ranks, cut + list(label_rows))
-    metadata = parse_metadata(meta_rows, meta_columns, ids=meta_ids) if meta_columns else None
+    metadata = (Metadata.concat([*meta_parts, parse_metadata(meta_rows, meta_columns, ids=meta_ids)])
+                if meta_columns else None)
     return Ingested(ranks, records, taxonomy, skipped, group_by, metadata)

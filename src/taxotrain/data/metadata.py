@@ -28,7 +28,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 import numpy as np
@@ -158,6 +158,15 @@ class Metadata:
         keep = set(idx.tolist())
         return Metadata(self.layout, {k: v[idx] for k, v in self.arrays.items()},
                         [p for p in self.problems if p.index in keep], len(idx))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Metadata]) -> Metadata:
+        """The records of ``parts`` one after the other (one layout; problems re-indexed)."""
+        offsets = np.cumsum([0, *(len(p) for p in parts)])
+        problems = [replace(q, index=q.index + int(off)) for p, off in zip(parts, offsets, strict=False)
+                    for q in p.problems]
+        arrays = {k: np.concatenate([p.arrays[k] for p in parts]) for k in parts[0].arrays}
+        return cls(parts[0].layout, arrays, problems, int(offsets[-1]))
 
     def valid_counts(self) -> dict[str, int]:
         """Component -> how many records have it."""
