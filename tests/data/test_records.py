@@ -126,3 +126,37 @@ def test_manifest_metadata_parsed_in_pieces_equals_parsed_whole(tmp_path, monkey
     assert all(np.array_equal(pieces.arrays[k], whole.arrays[k], equal_nan=True) for k in whole.arrays)
     assert pieces.problems == whole.problems and len(whole.problems) >= 6  # bad latitude, month, text; 3 times
     assert [p.index for p in whole.problems if p.record == "img/6.png"] == [6, 6]
+
+
+def test_the_worker_pool_verifies_in_order_and_reads_paths_only_a_little_ahead(tmp_path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from taxotrain.data import prepare_images
+    from taxotrain.data.verify import verify_image
+
+    monkeypatch.setattr(prepare_images, "VERIFY_CHUNK", 8)
+    monkeypatch.setattr(prepare_images, "IN_FLIGHT", 2)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(300):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (8 + i % 5, 9, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    (tmp_path / "7.png").write_bytes(b"not an image")
+    drawn = 0
+
+    def source():
+        nonlocal drawn
+        for p in paths:
+            drawn += 1
+            yield p
+
+    results = prepare_images._verified(source(), len(paths), workers=2)
+    first = next(results)
+    ahead = (prepare_images.IN_FLIGHT * 2 + 1) * prepare_images.VERIFY_CHUNK
+    assert drawn <= ahead < len(paths)  # not every path at once, as Pool.imap would take them
+    got = [first, *results]
+    want = [verify_image(p) for p in paths]
+    assert [(g.ok, g.height, g.digest) for g in got] == [(w.ok, w.height, w.digest) for w in want]
+    assert not got[7].ok and drawn == len(paths)

@@ -8,8 +8,10 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -193,14 +195,37 @@ def _heldout(labels: np.ndarray, ingested: Ingested, spec: str | None, rank: str
     return holdout_split(labels, r, classes)
 
 
+VERIFY_CHUNK = 32  # paths per task sent to a worker
+IN_FLIGHT = 8  # tasks per worker sent ahead of the one awaited
+
+
+def _verify_chunk(paths: list[str]) -> list[Verified]:
+    return [verify_image(p) for p in paths]
+
+
 def _verified(paths: Iterable[str], count: int, workers: int) -> Iterator[Verified]:
+    """``verify_image`` of each path, in order, by ``workers`` processes. At most ``IN_FLIGHT`` tasks per worker are
+    sent ahead (``Pool.imap`` would read every path into its task queue at once, and memory would grow with the
+    corpus)."""
     workers = workers or os.cpu_count() or 1
     if workers <= 1 or count < 64:
         yield from map(verify_image, paths)
         return
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    chunks = _chunks(paths, VERIFY_CHUNK)
     with ctx.Pool(workers) as pool:
-        yield from pool.imap(verify_image, paths, chunksize=32)
+        pending: deque[Any] = deque(pool.apply_async(_verify_chunk, (c,)) for c in islice(chunks, IN_FLIGHT * workers))
+        while pending:
+            done = pending.popleft().get()
+            for chunk in islice(chunks, 1):
+                pending.append(pool.apply_async(_verify_chunk, (chunk,)))
+            yield from done
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 def _verify_all(
