@@ -3,6 +3,7 @@ prepare over generated corpora of two sizes (small images in class folders), whi
 
     python benchmarks/prepare_scale.py                      # both parts: plankton throughput, 20,000 vs 200,000
     python benchmarks/prepare_scale.py --sizes 2000 20000   # a quicker memory check
+    python benchmarks/prepare_scale.py --skip-throughput --manifest-rows 100000 1000000   # + reading manifests
 
 Each prepare runs in its own process (``taxotrain prepare ... --no-leak-check``: the leak check compares every pair,
 so it is the one part that is meant to grow); its peak resident memory is that process's ``ru_maxrss``, the decoding
@@ -97,11 +98,59 @@ def memory(sizes: list[int]) -> list[dict[str, float]]:
     return out
 
 
+# reads one manifest as prepare does (records, taxonomy, place/date), no image opened; prints time and peak memory
+INGEST = """
+import json, resource, sys, time
+from pathlib import Path
+from taxotrain.data.ingest import from_manifest
+t0 = time.time()
+ingested = from_manifest(Path(sys.argv[1]), ["family", "genus", "species"], None)
+print(json.dumps({"rows": len(ingested.records), "seconds": time.time() - t0,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def manifest_ingest(sizes: list[int]) -> list[dict[str, float]]:
+    """Rows/s and peak memory of reading generated manifests (3 ranks and Darwin Core place/date columns for 500
+    species; the files they name need not exist, as reading a manifest opens none)."""
+    import numpy as np
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            path = Path(tmp) / f"m{n}.csv"
+            rng = np.random.default_rng(0)
+            species = rng.integers(0, 500, n)
+            with path.open("w") as fh:
+                fh.write("filepath,family,genus,species,decimalLatitude,decimalLongitude,eventDate\n")
+                for i in range(n):
+                    s = int(species[i])
+                    fh.write(f"images/{s // 50}/{s}/{i:08d}.jpg,family {s // 50},genus {s // 5},species {s},"
+                             f"{rng.uniform(-80, 80):.5f},{rng.uniform(-180, 180):.5f},2019-{1 + i % 12:02d}-"
+                             f"{1 + i % 28:02d}\n")
+            done = subprocess.run([sys.executable, "-c", INGEST, str(path)], capture_output=True, text=True,
+                                  check=True)
+            res = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"manifest of {n} rows read in {res['seconds']:.1f} s ({n / res['seconds']:.0f} rows/s), peak "
+                  f"{res['peak_mb']:.0f} MB", flush=True)
+            out.append(res)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[20_000, 200_000])
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--manifest-rows", type=int, nargs=2, metavar=("SMALL", "LARGE"),
+                        help="also read generated manifests of these many rows (no image is opened)")
+    parser.add_argument("--skip-images", action="store_true", help="skip the generated image corpora")
     args = parser.parse_args()
+    if args.manifest_rows:
+        small, large = manifest_ingest(args.manifest_rows)
+        print(f"manifest peak memory {large['rows']} vs {small['rows']} rows: {large['peak_mb']:.0f} / "
+              f"{small['peak_mb']:.0f} MB = x{large['peak_mb'] / small['peak_mb']:.2f}")
+    if args.skip_images:
+        return
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     ratio = float("nan")
     if not args.skip_throughput:

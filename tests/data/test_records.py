@@ -78,6 +78,8 @@ def test_kept_images_read_back_exactly_in_pieces(monkeypatch: pytest.MonkeyPatch
     for i, v in enumerate(images):
         kept.add(2 * i, v, v.nbytes)
     assert len(kept) == 53 and list(kept.records) == [2 * i for i in range(53)]
+    assert [kept.record_at(i) for i in (0, 6, 7, 48, 49, 52)] == [0, 12, 14, 96, 98, 104]  # on disk and buffered
+    assert kept.total_bytes() == sum(v.nbytes for v in images)
     for name in ("nbytes", "height", "width", "gray", "pixels"):
         assert list(kept.column(name)) == [getattr(v, name) for v in images]
     assert kept.all_gray() == all(v.gray for v in images)

@@ -56,7 +56,7 @@ class KeptImages:
     def __len__(self) -> int:
         return self._rows
 
-    def _pieces(self, fields: list[str]) -> Iterator[np.ndarray]:
+    def pieces(self, fields: list[str]) -> Iterator[np.ndarray]:
         """The rows, READ_ROWS at a time, holding only ``fields``."""
         self._flush()
         self._file.seek(0)
@@ -71,10 +71,24 @@ class KeptImages:
         dtype = ROW.fields[name][0]
         out = np.empty((self._rows, *dtype.shape), dtype=dtype.base)
         pos = 0
-        for piece in self._pieces([name]):
+        for piece in self.pieces([name]):
             out[pos : pos + len(piece)] = piece[name]
             pos += len(piece)
         return out
+
+    def record_at(self, i: int) -> int:
+        """The ingested record index of kept image ``i``."""
+        if self._rows - i <= self._buffered:  # still in the buffer
+            return int(self._buffer[self._buffered - (self._rows - i)]["record"])
+        self._flush()
+        self._file.seek(int(i) * ROW.itemsize)
+        value = int(np.frombuffer(self._file.read(ROW.itemsize), dtype=ROW)[0]["record"])
+        self._file.seek(0, 2)
+        return value
+
+    def total_bytes(self) -> int:
+        """The encoded bytes of every kept image."""
+        return int(sum(int(piece["nbytes"].sum()) for piece in self.pieces(["nbytes"])))
 
     @property
     def records(self) -> np.ndarray:
@@ -87,7 +101,7 @@ class KeptImages:
 
     def all_gray(self) -> bool:
         """Whether every kept image is greyscale (read a piece at a time)."""
-        return all(bool(piece["gray"].all()) for piece in self._pieces(["gray"]))
+        return all(bool(piece["gray"].all()) for piece in self.pieces(["gray"]))
 
     def phashes(self) -> np.ndarray:
         """Perceptual hashes ``[N, WORDS]`` uint64."""
@@ -106,7 +120,7 @@ class KeptImages:
             chosen[np.asarray(rows, dtype=np.int64)] = True
         sums, sq, n = np.zeros(4), np.zeros(4), 0.0
         pos = 0
-        for piece in self._pieces(["sums", "sq_sums", "pixels"]):
+        for piece in self.pieces(["sums", "sq_sums", "pixels"]):
             take = slice(None) if chosen is None else chosen[pos : pos + len(piece)]
             pos += len(piece)
             sums += piece["sums"][take].sum(0)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from rich.progress import track
 
-from taxotrain.data.duplicates import NEAR_DISTANCE, FirstOfEach, duplicate_pairs
+from taxotrain.data.duplicates import NEAR_DISTANCE, WORDS, FirstOfEach, duplicate_pairs
 from taxotrain.data.ingest import Ingested, IngestError, from_folder, from_manifest
 from taxotrain.data.kept import KeptImages
 from taxotrain.data.metadata import Metadata, metadata_report_rows
@@ -131,14 +131,15 @@ def _prepare(
         kept, skipped = _verify_all(ingested, spool, workers, show, near_distance if dedupe else None)
         if not kept:
             raise IngestError(f"no readable image in {origin}; see the reasons in {report_path(out)}")
-        labels = _labels(ingested, kept.records)
+        rows = kept.records  # the ingested record of each kept image
+        labels = _labels(ingested, rows)
         heldout = _heldout(labels, ingested, holdout_classes, holdout_rank, seed)
         rest = np.setdiff1d(np.arange(len(labels)), heldout) if heldout is not None else np.arange(len(labels))
         if group_by is None:
             local, too_small = stratified_split(labels[rest], val, test, seed)
         else:
             group_ids, values = ingested.records.group_ids()
-            groups = [values[g] for g in group_ids[kept.records[rest]]]  # names, not ids: the split sorts by name
+            groups = [values[g] for g in group_ids[rows[rest]]]  # names, not ids: the split sorts by name
             local, too_small = grouped_split(labels[rest], groups, val, test, seed), []
             empty = [name for name, f in (("val", val), ("test", test)) if f > 0 and len(local[name]) == 0]
             if empty:
@@ -150,17 +151,17 @@ def _prepare(
         if heldout is not None:
             splits[HELDOUT] = heldout
         grouping = {"group_by": group_by, "class_mix_distance": json.dumps(distance)}
-        metadata = ingested.metadata.select(kept.records) if ingested.metadata is not None else None
-        _write_store(out, spool, ingested, kept, labels, splits, origin, seed, val, test, grouping, metadata)
+        metadata = ingested.metadata.select(rows) if ingested.metadata is not None else None
+        _write_store(out, spool, ingested, kept, rows, labels, splits, origin, seed, val, test, grouping, metadata)
         write_report(report_path(out), ingested.skipped + skipped + metadata_report_rows(metadata))
-        leaks = (write_leaks(leaks_path(out), kept, splits, ingested.records.path_view(kept.records),
+        leaks = (write_leaks(leaks_path(out), kept, splits, ingested.records.path_view(rows),
                              near_distance) if leak_check else None)
     finally:
         spool.unlink(missing_ok=True)
     classes = dict(zip(ingested.ranks, ingested.taxonomy.num_classes, strict=True))
     parts = [metadata.summary()] if metadata is not None else []
     if group_by is not None:
-        n_groups = len(np.unique(ingested.records.group_ids()[0][kept.records]))
+        n_groups = len(np.unique(ingested.records.group_ids()[0][rows]))
         parts.append(f"{n_groups} groups by '{group_by}', each inside one split; class mix distance from the whole "
                      "(total variation) " + ", ".join(f"{k} {v:.3f}" for k, v in distance.items()))
     if leaks is not None:
@@ -247,7 +248,7 @@ def _verify_all(
                 continue
             copy = first.seen(res.phash, res.digest) if first is not None else None
             if copy is not None:
-                twin = ingested.records.relpath(int(kept.records[copy[0]]))
+                twin = ingested.records.relpath(kept.record_at(copy[0]))
                 skipped.append((ingested.records.relpath(i), f"--dedupe: {'a copy' if copy[1] == 0 else 'a near copy'}"
                                 f" of {twin} (perceptual hashes {copy[1]} bits apart); kept that one"))
                 continue
@@ -256,7 +257,7 @@ def _verify_all(
     return kept, skipped
 
 
-def _write_store(out: Path, spool: Path, ingested: Ingested, kept: KeptImages, labels: np.ndarray,
+def _write_store(out: Path, spool: Path, ingested: Ingested, kept: KeptImages, rows: np.ndarray, labels: np.ndarray,
                  splits: dict[str, np.ndarray], origin: Path, seed: int, val: float, test: float,
                  grouping: dict[str, str | None], metadata: Metadata | None = None) -> None:
     stats = kept.channel_stats(splits["train"] if len(splits["train"]) else None)
@@ -265,11 +266,17 @@ def _write_store(out: Path, spool: Path, ingested: Ingested, kept: KeptImages, l
              "command": json.dumps(sys.argv), **stats,
              **{k: v for k, v in grouping.items() if v is not None}}
     with StoreWriter(out, IMAGE_KIND, attrs) as writer:
-        writer.write_records(ingested.records.path_view(kept.records), labels, ingested.taxonomy, splits)
-        writer.file.create_dataset("records/phash", data=kept.phashes())
+        writer.write_records(ingested.records.path_view(rows), labels, ingested.taxonomy, splits)
+        phash = writer.file.create_dataset("records/phash", shape=(len(kept), WORDS), dtype=np.uint64)
         if metadata is not None:
             writer.write_metadata(metadata.layout.to_json(), metadata.arrays)
-        data = writer.encoded(kept.column("nbytes"), kept.column("height"), kept.column("width"))
+        index = writer.encoded_index(len(kept), kept.total_bytes())
+        pos = 0
+        for piece in kept.pieces(["nbytes", "height", "width", "phash"]):  # a piece at a time: memory stays flat
+            index.fill(pos, piece["nbytes"], piece["height"], piece["width"])
+            phash[pos : pos + len(piece)] = piece["phash"]
+            pos += len(piece)
+        data = index.data
         with spool.open("rb") as fh:
             pos = 0
             while chunk := fh.read(COPY_CHUNK):

@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -220,6 +221,24 @@ class Store:
         return self.payload.record(self.data(), index)
 
 
+@dataclass
+class EncodedIndex:
+    """The datasets of an encoded-files payload being written: the bytes, and each record's offset and size."""
+
+    data: h5py.Dataset
+    offsets: h5py.Dataset
+    height: h5py.Dataset
+    width: h5py.Dataset
+
+    def fill(self, start: int, sizes: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> None:
+        """Describe records ``start``.. (in order: each piece right after the one before)."""
+        n = len(sizes)
+        base = int(self.offsets[start])
+        self.offsets[start + 1 : start + n + 1] = base + np.cumsum(np.asarray(sizes, dtype=np.int64))
+        self.height[start : start + n] = np.asarray(heights, dtype=np.int32)
+        self.width[start : start + n] = np.asarray(widths, dtype=np.int32)
+
+
 class StoreWriter:
     """Writes a store to a temporary file beside ``out`` and renames it into place only when the block succeeds, so
     an interrupted prepare leaves no half store and the old one (if any) is kept.
@@ -289,16 +308,22 @@ class StoreWriter:
 
     def encoded(self, sizes: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> h5py.Dataset:
         """Create the encoded-files payload for records of ``sizes`` bytes; returns the byte dataset to fill."""
-        f = self.file
         sizes = np.asarray(sizes, dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        group = f.create_group(EncodedFiles.group)
-        data = group.create_dataset("bytes", shape=(int(offsets[-1]),), dtype=np.uint8)  # contiguous: mmap-able
-        group.create_dataset("offsets", data=offsets)
-        group.create_dataset("height", data=np.asarray(heights, dtype=np.int32))
-        group.create_dataset("width", data=np.asarray(widths, dtype=np.int32))
+        index = self.encoded_index(len(sizes), int(sizes.sum()))
+        index.fill(0, sizes, heights, widths)
+        return index.data
+
+    def encoded_index(self, count: int, total_bytes: int) -> EncodedIndex:
+        """Create the encoded-files payload of ``count`` records, ``total_bytes`` in all, to be described a piece at
+        a time (:meth:`EncodedIndex.fill`) and filled with the bytes (``.data``): no array of every record at once."""
+        group = self.file.create_group(EncodedFiles.group)
+        offsets = group.create_dataset("offsets", shape=(count + 1,), dtype=np.int64)
+        offsets[0] = 0
+        index = EncodedIndex(group.create_dataset("bytes", shape=(total_bytes,), dtype=np.uint8),  # mmap-able
+                             offsets, group.create_dataset("height", shape=(count,), dtype=np.int32),
+                             group.create_dataset("width", shape=(count,), dtype=np.int32))
         self._version = EncodedFiles.version
-        return data
+        return index
 
     def dense(self, shape: tuple[int, int, int], lengths: np.ndarray) -> h5py.Dataset:
         """Create the dense-array payload ``[N, C, L]``; returns the float32 dataset to fill."""
