@@ -104,7 +104,7 @@ import json, resource, sys, time
 from pathlib import Path
 from taxotrain.data.ingest import from_manifest
 t0 = time.time()
-ingested = from_manifest(Path(sys.argv[1]), ["family", "genus", "species"], None)
+ingested = from_manifest(Path(sys.argv[1]), ["family", "genus", "species"], None, workers=int(sys.argv[2]))
 print(json.dumps({"rows": len(ingested.records), "seconds": time.time() - t0,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -112,7 +112,8 @@ print(json.dumps({"rows": len(ingested.records), "seconds": time.time() - t0,
 
 def manifest_ingest(sizes: list[int]) -> list[dict[str, float]]:
     """Rows/s and peak memory of reading generated manifests (3 ranks and Darwin Core place/date columns for 500
-    species; the files they name need not exist, as reading a manifest opens none)."""
+    species; the files they name need not exist, as reading a manifest opens none), with 1 and 2 processes parsing
+    the place/date text; returns the 2-process figures of each size."""
     import numpy as np
 
     out = []
@@ -128,11 +129,12 @@ def manifest_ingest(sizes: list[int]) -> list[dict[str, float]]:
                     fh.write(f"images/{s // 50}/{s}/{i:08d}.jpg,family {s // 50},genus {s // 5},species {s},"
                              f"{rng.uniform(-80, 80):.5f},{rng.uniform(-180, 180):.5f},2019-{1 + i % 12:02d}-"
                              f"{1 + i % 28:02d}\n")
-            done = subprocess.run([sys.executable, "-c", INGEST, str(path)], capture_output=True, text=True,
-                                  check=True)
-            res = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"manifest of {n} rows read in {res['seconds']:.1f} s ({n / res['seconds']:.0f} rows/s), peak "
-                  f"{res['peak_mb']:.0f} MB", flush=True)
+            for workers in (1, 2):  # place/date text parsed in this process, or by 2 workers while it reads
+                done = subprocess.run([sys.executable, "-c", INGEST, str(path), str(workers)], capture_output=True,
+                                      text=True, check=True)
+                res = json.loads(done.stdout.strip().splitlines()[-1])
+                print(f"manifest of {n} rows, {workers} worker(s): read in {res['seconds']:.1f} s "
+                      f"({n / res['seconds']:.0f} rows/s), peak {res['peak_mb']:.0f} MB", flush=True)
             out.append(res)
     return out
 

@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "classes, e.g. 0.2, or a file with one class name per line")
     s.add_argument("--holdout-rank", metavar="RANK", help="the rank --holdout-classes picks classes at (default: "
                    "the finest)")
-    s.add_argument("--workers", type=int, default=0, help="decoding (images) or parsing (Capfinder CSV signals) "
-                   "processes (default: all cores)")
+    s.add_argument("--workers", type=int, default=0, help="decoding (images), parsing (Capfinder CSV signals) "
+                   "or place/date parsing (manifests, exports, Darwin Core Archives) processes (default: all cores)")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists (runs trained on the old "
                    "store can then no longer be evaluated on it)")
     g = s.add_argument_group("signals (see docs/signals.md); defaults come from the prepare: section of --config")
@@ -279,7 +279,8 @@ def _prepare_occurrences(args: argparse.Namespace) -> None:
              else _resolve_ranks(None, args.manifest))
     _report(prepare_occurrences(source, args.out, ranks, taxonomy=args.taxonomy,
                                 val=0.1 if args.val is None else args.val, test=0.1 if args.test is None else args.test,
-                                seed=args.seed or 0, group_by=args.group_by, overwrite=args.overwrite))
+                                seed=args.seed or 0, group_by=args.group_by, overwrite=args.overwrite,
+                                workers=args.workers))
 
 
 def _prepare_images(args: argparse.Namespace) -> None:

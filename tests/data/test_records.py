@@ -162,3 +162,23 @@ def test_the_worker_pool_verifies_in_order_and_reads_paths_only_a_little_ahead(t
     want = [verify_image(p) for p in paths]
     assert [(g.ok, g.height, g.digest) for g in got] == [(w.ok, w.height, w.digest) for w in want]
     assert not got[7].ok and drawn == len(paths)
+
+
+def test_place_and_date_parsed_by_workers_equal_one_process(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from taxotrain.data import ingest
+
+    rng = np.random.default_rng(2)
+    lines = ["filepath,family,species,decimalLatitude,decimalLongitude,eventDate"]
+    for i in range(200):
+        lat = "95" if i % 17 == 0 else f"{rng.uniform(-80, 80):.4f}"  # some values out of range: reported
+        lines.append(f"img/{i}.png,fam {i % 5 % 2},sp {i % 5},{lat},{rng.uniform(-180, 180):.4f},2020-{1 + i % 12:02d}-03")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(ingest, "METADATA_CHUNK", 16)  # 13 chunks over 2 workers
+    one = ingest.from_manifest(manifest, ["family", "species"], None, workers=1)
+    two = ingest.from_manifest(manifest, ["family", "species"], None, workers=2)
+    assert list(two.records) == list(one.records) and len(one.records) == 200
+    assert all(np.array_equal(two.metadata.arrays[k], one.metadata.arrays[k], equal_nan=True)
+               for k in one.metadata.arrays)
+    assert two.metadata.problems == one.metadata.problems and len(one.metadata.problems) == 12
+    assert [p.index for p in two.metadata.problems][:3] == [0, 17, 34]

@@ -32,7 +32,7 @@ def _group(columns: list[str], group_by: str | None, natural: str) -> str | None
 
 
 def from_ecotaxa(tsv: Path, ranks: Sequence[str], taxonomy_csv: Path | None = None, group_by: str | None = None,
-                 images: Path | None = None) -> Ingested:
+                 images: Path | None = None, workers: int = 1) -> Ingested:
     """Records of an EcoTaxa export (TSV). ``img_file_name`` is relative to ``images`` (default: the TSV's folder).
 
     The finest of ``ranks`` is ``object_annotation_category`` (EcoTaxa's unique display name; else the hierarchy's
@@ -71,7 +71,7 @@ def from_ecotaxa(tsv: Path, ranks: Sequence[str], taxonomy_csv: Path | None = No
     group = _group(columns, group_by, ECOTAXA_GROUP)
     dwc = [c for c in ("decimalLatitude", "decimalLongitude", "eventDate") if any(c in r for r in out)]
     return from_rows(tsv, [*columns, PATH_COLUMN, *ranks, *dwc], out, ranks, taxonomy_csv, group, first_line,
-                     base=images)
+                     base=images, workers=workers)
 
 
 def _ecotaxa_place_and_time(row: dict[str, str]) -> dict[str, str]:
@@ -91,7 +91,7 @@ def _ecotaxa_place_and_time(row: dict[str, str]) -> dict[str, str]:
 
 
 def from_coco_ct(json_path: Path, ranks: Sequence[str], taxonomy_csv: Path | None = None,
-                 group_by: str | None = None, images: Path | None = None) -> Ingested:
+                 group_by: str | None = None, images: Path | None = None, workers: int = 1) -> Ingested:
     """Records of a COCO Camera Traps file: ``images`` (``id``, ``file_name``, ``location``, ``datetime``),
     ``annotations`` (``image_id``, ``category_id``) and ``categories`` (``id``, ``name``). The category name is the
     finest of ``ranks``; ``taxonomy_csv`` gives the coarser ones. An image without an annotation, or with two
@@ -132,4 +132,4 @@ def from_coco_ct(json_path: Path, ranks: Sequence[str], taxonomy_csv: Path | Non
         raise IngestError(f"--coco-ct gives one label per image (its category); --ranks {','.join(ranks)} needs "
                           "--taxonomy FILE.csv for the coarser ranks")
     return from_rows(json_path, columns, rows, ranks, taxonomy_csv, _group(columns, group_by, COCO_GROUP),
-                     first_line=1, base=images)
+                     first_line=1, base=images, workers=workers)

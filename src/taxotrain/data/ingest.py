@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taxotrain.data.metadata import Metadata, metadata_columns, parse_metadata
+from taxotrain.data.pool import ordered_map
 from taxotrain.data.records import Record, RecordTable
 from taxotrain.errors import TaxotrainError
 from taxotrain.taxonomy import Taxonomy, TaxonomyError
@@ -153,23 +154,26 @@ def _files_under(root: Path, folder: str) -> list[str]:
 
 
 def from_manifest(manifest: Path, ranks: Sequence[str], taxonomy_csv: Path | None,
-                  group_by: str | None = None) -> Ingested:
+                  group_by: str | None = None, workers: int = 1) -> Ingested:
     """Records of a CSV manifest with a ``filepath`` column (relative to the manifest) and one column per rank.
 
     Rank columns missing from the manifest are taken from ``taxonomy_csv``; an empty cell is a null label.
-    ``group_by`` names the column whose value each record's group is (an empty cell: a group of its own).
+    ``group_by`` names the column whose value each record's group is (an empty cell: a group of its own). The rows
+    are read one at a time; place/date columns are parsed by ``workers`` processes (0: every core).
     """
     columns, rows = _stream_csv(manifest)
-    return from_rows(manifest, columns, rows, ranks, taxonomy_csv, group_by)
+    return from_rows(manifest, columns, rows, ranks, taxonomy_csv, group_by, workers=workers)
 
 
 def from_rows(source: Path, columns: list[str], rows: Iterable[dict[str, str]], ranks: Sequence[str],
               taxonomy_csv: Path | None, group_by: str | None = None, first_line: int = 2,
-              base: Path | None = None, files: bool = True) -> Ingested:
+              base: Path | None = None, files: bool = True, workers: int = 1) -> Ingested:
     """Records of manifest-like ``rows`` read from ``source`` (``filepath`` relative to ``base``, default the
     source's folder; line numbers in messages count from ``first_line``): what every tabular importer hands over.
     With ``files=False`` the rows are occurrence records with no file (a place/date prior's data): each is named
-    by its ``occurrenceID`` (or ``id``, or its line)."""
+    by its ``occurrenceID`` (or ``id``, or its line). ``rows`` are read once, in order; their place/date columns
+    are parsed by ``workers`` processes while the rows are read (0: every core)."""
+    workers = workers or os.cpu_count() or 1
     ranks = list(ranks)
     if files:
         _require_columns(source, columns, [PATH_COLUMN], "the path of each image, relative to the manifest")
@@ -190,31 +194,39 @@ def from_rows(source: Path, columns: list[str], rows: Iterable[dict[str, str]], 
     records = RecordTable()
     label_rows: dict[tuple[str | None, ...], str] = {}  # each distinct label row, with the first line that gave it
     meta_columns = metadata_columns(columns)
-    meta_rows: list[dict[str, str | None]] = []  # parsed into arrays every METADATA_CHUNK rows
-    meta_ids: list[str] = []
-    meta_parts: list[Metadata] = []
-    for i, row in enumerate(rows):
-        line = f"{source.name} {'line' if source.suffix != '.json' else 'image'} {i + first_line}"
-        rel = row.get(PATH_COLUMN, "") if files else (row.get("occurrenceID") or row.get("id") or line)
-        names = tuple(row.get(r) or None for r in ranks)
-        if not rel:
-            skipped.append((line, "empty filepath"))
-            continue
-        if row.get(SKIP_COLUMN):
-            skipped.append((rel, row[SKIP_COLUMN]))
-            continue
-        if all(n is None for n in names):
-            skipped.append((rel, f"no label at any rank ({', '.join(ranks)})"))
-            continue
-        group = (row.get(group_by) or f"\0{line}") if group_by is not None else None  # empty: a group of its own
-        records.add(str(base) if files else "", rel, names, group)
-        label_rows.setdefault(names, line)
+
+    def metadata_chunks() -> Iterator[tuple[list[dict[str, str | None]], list[str], list[str]]]:
+        """Walk the rows into ``records``, handing out their place/date text every METADATA_CHUNK rows."""
+        meta_rows: list[dict[str, str | None]] = []
+        meta_ids: list[str] = []
+        for i, row in enumerate(rows):
+            line = f"{source.name} {'line' if source.suffix != '.json' else 'image'} {i + first_line}"
+            rel = row.get(PATH_COLUMN, "") if files else (row.get("occurrenceID") or row.get("id") or line)
+            names = tuple(row.get(r) or None for r in ranks)
+            if not rel:
+                skipped.append((line, "empty filepath"))
+                continue
+            if row.get(SKIP_COLUMN):
+                skipped.append((rel, row[SKIP_COLUMN]))
+                continue
+            if all(n is None for n in names):
+                skipped.append((rel, f"no label at any rank ({', '.join(ranks)})"))
+                continue
+            group = (row.get(group_by) or f"\0{line}") if group_by is not None else None  # empty: its own group
+            records.add(str(base) if files else "", rel, names, group)
+            label_rows.setdefault(names, line)
+            if meta_columns:
+                meta_rows.append({c: row.get(c) for c in meta_columns})
+                meta_ids.append(rel)
+                if len(meta_rows) == METADATA_CHUNK:
+                    yield meta_rows, meta_columns, meta_ids
+                    meta_rows, meta_ids = [], []
         if meta_columns:
-            meta_rows.append({c: row.get(c) for c in meta_columns})
-            meta_ids.append(rel)
-            if len(meta_rows) == METADATA_CHUNK:
-                meta_parts.append(parse_metadata(meta_rows, meta_columns, ids=meta_ids))
-                meta_rows, meta_ids = [], []
+            yield meta_rows, meta_columns, meta_ids
+
+    # the place/date text is parsed by the workers while this process reads on (a few chunks ahead at most)
+    parts = list(ordered_map(_parse_metadata_chunk, metadata_chunks(), workers if meta_columns else 1, ahead=2))
+    metadata = Metadata.concat(parts) if meta_columns else None
     # a contradiction is named by the first line of each distinct row, as Taxonomy.from_rows names the first source
     taxonomy = Taxonomy.from_rows(ranks, tax_rows + list(label_rows), tax_sources + list(label_rows.values()))
     if tax_rows:  # cut each taxonomy row below its deepest node that the data uses: heads get no empty classes
@@ -225,6 +237,9 @@ def from_rows(source: Path, columns: list[str], rows: Iterable[dict[str, str]], 
             if depth >= 0:
                 cut.append(tuple(row[: depth + 1]) + (None,) * (len(ranks) - depth - 1))
         taxonomy = Taxonomy.from_rows(ranks, cut + list(label_rows))
-    metadata = (Metadata.concat([*meta_parts, parse_metadata(meta_rows, meta_columns, ids=meta_ids)])
-                if meta_columns else None)
     return Ingested(ranks, records, taxonomy, skipped, group_by, metadata)
+
+
+def _parse_metadata_chunk(chunk: tuple[list[dict[str, str | None]], list[str], list[str]]) -> Metadata:
+    rows, columns, ids = chunk
+    return parse_metadata(rows, columns, ids=ids)

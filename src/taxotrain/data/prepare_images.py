@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-import multiprocessing as mp
 import os
 import shutil
 import sys
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from itertools import islice
@@ -22,6 +20,7 @@ from taxotrain.data.duplicates import NEAR_DISTANCE, WORDS, FirstOfEach, duplica
 from taxotrain.data.ingest import Ingested, IngestError, from_folder, from_manifest
 from taxotrain.data.kept import KeptImages
 from taxotrain.data.metadata import Metadata, metadata_report_rows
+from taxotrain.data.pool import ordered_map
 from taxotrain.data.report import PrepareResult, refuse_existing, report_path, write_report
 from taxotrain.data.specs import IMAGE_KIND
 from taxotrain.data.split import (
@@ -101,15 +100,15 @@ def _prepare(
     if dwca is not None:  # images named by a Darwin Core Archive's multimedia extension
         from taxotrain.data.prepare_occurrences import dwca_ingested
 
-        ingested, origin = dwca_ingested(dwca, ranks, taxonomy, group_by, source, unpacked), dwca
+        ingested, origin = dwca_ingested(dwca, ranks, taxonomy, group_by, source, unpacked, workers), dwca
     elif ecotaxa is not None or coco_ct is not None:
         from taxotrain.data.importers import from_coco_ct, from_ecotaxa
 
         origin = ecotaxa or coco_ct
         read = from_ecotaxa if ecotaxa is not None else from_coco_ct
-        ingested = read(origin, ranks, taxonomy, group_by, images=source)
+        ingested = read(origin, ranks, taxonomy, group_by, images=source, workers=workers)
     elif manifest is not None:
-        ingested = from_manifest(manifest, ranks, taxonomy, None if group_by == "none" else group_by)
+        ingested = from_manifest(manifest, ranks, taxonomy, None if group_by == "none" else group_by, workers)
         origin = manifest
     elif group_by not in (None, "none"):
         raise IngestError(f"--group-by {group_by} reads a column of a manifest; give --manifest FILE.csv with a "
@@ -205,22 +204,14 @@ def _verify_chunk(paths: list[str]) -> list[Verified]:
 
 
 def _verified(paths: Iterable[str], count: int, workers: int) -> Iterator[Verified]:
-    """``verify_image`` of each path, in order, by ``workers`` processes. At most ``IN_FLIGHT`` tasks per worker are
-    sent ahead (``Pool.imap`` would read every path into its task queue at once, and memory would grow with the
-    corpus)."""
+    """``verify_image`` of each path, in order, by ``workers`` processes, ``VERIFY_CHUNK`` paths per task and at
+    most ``IN_FLIGHT`` tasks per worker sent ahead (``data/pool.py``)."""
     workers = workers or os.cpu_count() or 1
     if workers <= 1 or count < 64:
         yield from map(verify_image, paths)
         return
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    chunks = _chunks(paths, VERIFY_CHUNK)
-    with ctx.Pool(workers) as pool:
-        pending: deque[Any] = deque(pool.apply_async(_verify_chunk, (c,)) for c in islice(chunks, IN_FLIGHT * workers))
-        while pending:
-            done = pending.popleft().get()
-            for chunk in islice(chunks, 1):
-                pending.append(pool.apply_async(_verify_chunk, (chunk,)))
-            yield from done
+    for done in ordered_map(_verify_chunk, _chunks(paths, VERIFY_CHUNK), workers, IN_FLIGHT):
+        yield from done
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from taxotrain.data.dwca import DwcArchive, manifest_rows, read_dwca
-from taxotrain.data.ingest import PATH_COLUMN, Ingested, IngestError, _read_csv, from_rows
+from taxotrain.data.ingest import PATH_COLUMN, Ingested, IngestError, _stream_csv, from_rows
 from taxotrain.data.metadata import metadata_report_rows
 from taxotrain.data.report import PrepareResult, refuse_existing, report_path, write_report
 from taxotrain.data.specs import OCCURRENCE_KIND
@@ -34,7 +34,7 @@ def dwca_has_images(archive: DwcArchive) -> bool:
 
 
 def dwca_ingested(path: Path, ranks: Sequence[str], taxonomy: Path | None, group_by: str | None,
-                  images: Path | None, unpack_to: Path | None) -> Ingested:
+                  images: Path | None, unpack_to: Path | None, workers: int = 1) -> Ingested:
     """The records of a Darwin Core Archive: one per image, labelled by the Darwin Core columns ``ranks`` (a name
     known only to a coarser rank, e.g. "Globicephala sp.", is a partial label), grouped by occurrence unless
     ``group_by`` says otherwise. Image references are resolved against ``images`` (default: the archive's folder),
@@ -61,7 +61,7 @@ def dwca_ingested(path: Path, ranks: Sequence[str], taxonomy: Path | None, group
             base = unpack_to
     rows = [r for r in rows if r[PATH_COLUMN]]  # occurrences without an image have no record in an image store
     group = None if group_by == "none" else (group_by or "id")
-    ingested = from_rows(path, columns, rows, ranks, taxonomy, group, base=base)
+    ingested = from_rows(path, columns, rows, ranks, taxonomy, group, base=base, workers=workers)
     ingested.skipped = [*archive.skipped, *ingested.skipped]
     return ingested
 
@@ -83,7 +83,7 @@ def _unpack(archive: Path, root: str, refs: list[str], out: Path) -> bool:
 
 
 def occurrences_ingested(source: Path, ranks: Sequence[str], taxonomy: Path | None,
-                         group_by: str | None) -> Ingested:
+                         group_by: str | None, workers: int = 1) -> Ingested:
     """The occurrence records (no images) of a Darwin Core Archive or a manifest CSV without ``filepath``."""
     if zipfile.is_zipfile(source) or source.is_dir():
         archive = read_dwca(source)
@@ -91,24 +91,25 @@ def occurrences_ingested(source: Path, ranks: Sequence[str], taxonomy: Path | No
         columns = [c for c in columns if c != PATH_COLUMN]
         skipped = list(archive.skipped)
     else:
-        columns, rows = _read_csv(source)
+        columns, rows = _stream_csv(source)
         skipped = []
     ingested = from_rows(source, columns, rows, ranks, taxonomy, None if group_by == "none" else group_by,
-                         files=False)
+                         files=False, workers=workers)
     ingested.skipped = [*skipped, *ingested.skipped]
     return ingested
 
 
 def prepare_occurrences(source: Path, out: Path, ranks: Sequence[str], taxonomy: Path | None = None,
                         val: float = 0.1, test: float = 0.1, seed: int = 0, group_by: str | None = None,
-                        overwrite: bool = False) -> PrepareResult:
+                        overwrite: bool = False, workers: int = 0) -> PrepareResult:
     """Occurrence records (a Darwin Core Archive, or a manifest CSV with no ``filepath``) into the store ``out``:
     labels, splits and the place/date/elevation metadata of every record, for a place/date prior. Records whose
-    metadata is unusable are kept (the value is stored as missing) and listed in ``<stem>.report.csv``."""
+    metadata is unusable are kept (the value is stored as missing) and listed in ``<stem>.report.csv``. Their
+    place/date text is parsed by ``workers`` processes (0: every core) while the rows are read."""
     refuse_existing(Path(out), overwrite)
     if not 0 <= val < 1 or not 0 <= test < 1 or val + test >= 1:
         raise IngestError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to less than 1")
-    ingested = occurrences_ingested(Path(source), ranks, taxonomy, group_by)
+    ingested = occurrences_ingested(Path(source), ranks, taxonomy, group_by, workers)
     if not ingested.records:
         raise IngestError(f"no labelled occurrence in {source}; see the reasons in {report_path(Path(out))}")
     if ingested.metadata is None or not ingested.metadata.layout:
