@@ -11,7 +11,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "taxotrain"
 # taxotrain: the package's __version__ only
-CORE = {"errors", "config", "taxonomy", "files", "losses", "stages", "run_folder", "taxotrain"}
+CORE = {"errors", "config", "taxonomy", "files", "losses", "stages", "run_folder", "registry", "taxotrain"}
 ALLOWED = {
     "data": CORE,
     "models": CORE,

@@ -171,7 +171,8 @@ def test_place_and_date_parsed_by_workers_equal_one_process(tmp_path, monkeypatc
     lines = ["filepath,family,species,decimalLatitude,decimalLongitude,eventDate"]
     for i in range(200):
         lat = "95" if i % 17 == 0 else f"{rng.uniform(-80, 80):.4f}"  # some values out of range: reported
-        lines.append(f"img/{i}.png,fam {i % 5 % 2},sp {i % 5},{lat},{rng.uniform(-180, 180):.4f},2020-{1 + i % 12:02d}-03")
+        lon = f"{rng.uniform(-180, 180):.4f}"
+        lines.append(f"img/{i}.png,fam {i % 5 % 2},sp {i % 5},{lat},{lon},2020-{1 + i % 12:02d}-03")
     manifest = tmp_path / "m.csv"
     manifest.write_text("\n".join(lines) + "\n")
     monkeypatch.setattr(ingest, "METADATA_CHUNK", 16)  # 13 chunks over 2 workers

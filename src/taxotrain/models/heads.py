@@ -10,31 +10,25 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from taxotrain.registry import Registry
 from taxotrain.taxonomy import Taxonomy
 
-_HEADS: dict[str, Callable[..., nn.Module]] = {}
+HEADS: Registry[Callable[..., nn.Module]] = Registry("head", choices="model.head takes one of")
 
 
 def register_head(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator that makes a head constructor available as ``model.head: <name>``."""
-
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _HEADS[name] = fn
-        return fn
-
-    return wrap
+    return HEADS.register(name)
 
 
 def list_heads() -> list[str]:
     """Names of the registered heads."""
-    return sorted(_HEADS)
+    return HEADS.names()
 
 
 def create_head(name: str, in_features: int, taxonomy: Taxonomy, **kwargs: object) -> nn.Module:
     """Build the head registered as ``name``; ``None`` keyword arguments keep the head's own defaults."""
-    if name not in _HEADS:
-        raise ValueError(f"unknown head '{name}'; model.head takes one of: {', '.join(list_heads())}")
-    return _HEADS[name](in_features, taxonomy, **{k: v for k, v in kwargs.items() if v is not None})
+    return HEADS.create(name, in_features, taxonomy, **kwargs)
 
 
 @register_head("linear")

@@ -41,25 +41,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from taxotrain.config import ConfigError
+from taxotrain.registry import Registry
 from taxotrain.taxonomy import NULL, Taxonomy
 
-_MARGINS: dict[str, Callable[..., MarginHead]] = {}
+MARGINS: Registry[Callable[..., MarginHead]] = Registry("margin")
 _EPS = 1e-7  # keeps acos off +-1, where its gradient is infinite
 
 
 def register_margin(name: str) -> Callable[[Callable[..., MarginHead]], Callable[..., MarginHead]]:
     """Decorator that makes a margin head constructor available under ``name``."""
-
-    def wrap(fn: Callable[..., MarginHead]) -> Callable[..., MarginHead]:
-        _MARGINS[name] = fn
-        return fn
-
-    return wrap
+    return MARGINS.register(name)
 
 
 def list_margins() -> list[str]:
     """Names of the registered margin heads."""
-    return sorted(_MARGINS)
+    return MARGINS.names()
 
 
 def create_margin_head(name: str, embed_dim: int, num_classes: int, **kwargs: object) -> MarginHead:
@@ -67,9 +63,7 @@ def create_margin_head(name: str, embed_dim: int, num_classes: int, **kwargs: ob
 
     Example: ``create_margin_head("arcface", 512, 10_000, margin=0.3, sample_rate=0.1)``.
     """
-    if name not in _MARGINS:
-        raise ValueError(f"unknown margin '{name}'; choose one of: {', '.join(list_margins())}")
-    return _MARGINS[name](embed_dim, num_classes, **{k: v for k, v in kwargs.items() if v is not None})
+    return MARGINS.create(name, embed_dim, num_classes, **kwargs)
 
 
 @dataclass

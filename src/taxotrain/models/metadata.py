@@ -25,14 +25,17 @@ import torch
 from torch import nn
 
 from taxotrain.errors import TaxotrainError
+from taxotrain.registry import Registry
 
 SPEC_VERSION = 1
-_ENCODERS: dict[str, type[ComponentEncoder]] = {}
-_FUSIONS: dict[str, Callable[..., nn.Module]] = {}
 
 
 class MetadataError(TaxotrainError):
     """Unknown encoder or fusion, bad options, or metadata whose layout does not match the model."""
+
+
+ENCODERS: Registry[type[ComponentEncoder]] = Registry("metadata encoder", error=MetadataError)
+FUSIONS: Registry[Callable[..., nn.Module]] = Registry("metadata fusion", error=MetadataError)
 
 
 class ComponentEncoder(nn.Module):
@@ -74,17 +77,12 @@ class ComponentEncoder(nn.Module):
 
 def register_metadata_encoder(name: str) -> Callable[[type[ComponentEncoder]], type[ComponentEncoder]]:
     """Decorator that makes a :class:`ComponentEncoder` subclass available as the metadata encoder ``name``."""
-
-    def wrap(cls: type[ComponentEncoder]) -> type[ComponentEncoder]:
-        _ENCODERS[name] = cls
-        return cls
-
-    return wrap
+    return ENCODERS.register(name)
 
 
 def list_metadata_encoders() -> list[str]:
     """Names of the registered metadata encoders."""
-    return sorted(_ENCODERS)
+    return ENCODERS.names()
 
 
 def create_metadata_encoder(name: str, **kwargs: Any) -> ComponentEncoder:
@@ -94,10 +92,9 @@ def create_metadata_encoder(name: str, **kwargs: Any) -> ComponentEncoder:
         >>> create_metadata_encoder("place", frequencies=3).out_dim
         15
     """
-    if name not in _ENCODERS:
-        raise MetadataError(f"unknown metadata encoder '{name}'; choose one of: {', '.join(list_metadata_encoders())}")
+    encoder = ENCODERS.get(name)  # an unknown name: a one-line MetadataError
     try:
-        return _ENCODERS[name](**{k: v for k, v in kwargs.items() if v is not None})
+        return encoder(**{k: v for k, v in kwargs.items() if v is not None})
     except TypeError as exc:  # an option this encoder does not take
         raise MetadataError(f"metadata encoder '{name}': {str(exc).splitlines()[0]}") from exc
 
@@ -324,25 +321,18 @@ def check_layout(spec: Mapping[str, Any], given: Mapping[str, torch.Tensor | int
 
 def register_fusion(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator that makes a fusion module constructor ``(image_dim, meta_dim, **options)`` available as ``name``."""
-
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _FUSIONS[name] = fn
-        return fn
-
-    return wrap
+    return FUSIONS.register(name)
 
 
 def list_fusions() -> list[str]:
     """Names of the registered fusion modules."""
-    return sorted(_FUSIONS)
+    return FUSIONS.names()
 
 
 def create_fusion(name: str, image_dim: int, meta_dim: int, **kwargs: Any) -> nn.Module:
     """Build the fusion registered as ``name``: ``forward(image [B, image_dim], meta [B, meta_dim]) -> [B,
     out_dim]``; ``None`` keyword arguments keep the module's own defaults."""
-    if name not in _FUSIONS:
-        raise MetadataError(f"unknown metadata fusion '{name}'; choose one of: {', '.join(list_fusions())}")
-    return _FUSIONS[name](image_dim, meta_dim, **{k: v for k, v in kwargs.items() if v is not None})
+    return FUSIONS.create(name, image_dim, meta_dim, **kwargs)
 
 
 @register_fusion("concat")

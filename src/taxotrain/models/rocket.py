@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from taxotrain.errors import TaxotrainError
+from taxotrain.registry import Registry
 
-_ROCKET: dict[str, Callable[..., RocketFeatures]] = {}
+ROCKET: Registry[Callable[..., RocketFeatures]] = Registry("ROCKET-family model", ordered=True)
 DISPLAY_NAMES = {"minirocket": "MiniRocket", "hydra": "Hydra", "multirocket": "MultiRocket",
                  "multirocket_hydra": "MultiRocket-Hydra"}
 MIN_LENGTH = 9  # the kernels are 9 taps long
@@ -35,22 +36,18 @@ class RocketError(TaxotrainError):
 def register_rocket(name: str) -> Callable[[Callable[..., RocketFeatures]], Callable[..., RocketFeatures]]:
     """Decorator that makes a closed-form feature model available as ``model.backbone: <name>`` for signals."""
 
-    def wrap(fn: Callable[..., RocketFeatures]) -> Callable[..., RocketFeatures]:
-        _ROCKET[name] = fn
-        return fn
-
-    return wrap
+    return ROCKET.register(name)
 
 
 def list_rocket_models() -> list[str]:
     """Names of the registered ROCKET-family models, in the order the bake-off ranks them (weakest first)."""
-    return list(_ROCKET)
+    return ROCKET.names()
 
 
 def min_length(name: str) -> int:
     """The shortest series model ``name`` takes: its kernels' length, plus one for the models that also read the
     first difference (MultiRocket)."""
-    return int(getattr(_ROCKET.get(name), "min_length", MIN_LENGTH))
+    return int(getattr(ROCKET.get(name), "min_length", MIN_LENGTH)) if name in ROCKET else MIN_LENGTH
 
 
 def create_rocket(name: str, in_chans: int, length: int, seed: int = 0, **kwargs: Any) -> RocketFeatures:
@@ -61,7 +58,7 @@ def create_rocket(name: str, in_chans: int, length: int, seed: int = 0, **kwargs
                           + (", and it also reads the first difference" if minimum > MIN_LENGTH else "")
                           + f"); the store's are {length}: pad them at prepare, or use a network")
     try:
-        return _ROCKET[name](in_chans=in_chans, length=length, seed=seed, **kwargs)
+        return ROCKET.get(name)(in_chans=in_chans, length=length, seed=seed, **kwargs)
     except TypeError as exc:
         raise RocketError(f"model.kwargs for {name}: {exc}") from exc
 

@@ -15,27 +15,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from taxotrain.errors import TaxotrainError
-
-_NETS: dict[str, Callable[..., nn.Module]] = {}
+from taxotrain.registry import Registry
 
 
 class SignalNetError(TaxotrainError):
     """Unknown signal network or arguments it does not take."""
 
 
+NETS: Registry[Callable[..., nn.Module]] = Registry("signal network", error=SignalNetError)
+
+
 def register_signal_net(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator that makes a network available as ``model.backbone: <name>`` for ``task: signal``."""
-
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _NETS[name] = fn
-        return fn
-
-    return wrap
+    return NETS.register(name)
 
 
 def list_signal_nets() -> list[str]:
     """Names of the registered signal networks."""
-    return sorted(_NETS)
+    return NETS.names()
 
 
 def create_signal_net(name: str, in_chans: int = 1, length: int | None = None, seed: int = 0,
@@ -54,11 +51,11 @@ def create_signal_net(name: str, in_chans: int = 1, length: int | None = None, s
         if length is None:
             raise SignalNetError(f"{name} needs the series length (the spec's) to be built")
         return create_rocket(name, in_chans, length, seed, **{k: v for k, v in kwargs.items() if v is not None})
-    if name not in _NETS:
+    if name not in NETS:  # the message also lists the ROCKET family
         raise SignalNetError(f"unknown signal network '{name}'; for task: signal, model.backbone takes one of: "
                              f"{', '.join(list_signal_nets() + list_rocket_models())}")
     try:
-        return _NETS[name](in_chans=in_chans, **{k: v for k, v in kwargs.items() if v is not None})
+        return NETS.create(name, in_chans=in_chans, **kwargs)
     except TypeError as exc:
         raise SignalNetError(f"model.kwargs for {name}: {exc}") from exc
 

@@ -36,6 +36,7 @@ from taxotrain.config import (
 )
 from taxotrain.data.specs import InputSpec, spec_from_checkpoint
 from taxotrain.errors import TaxotrainError
+from taxotrain.registry import Registry
 from taxotrain.tasks.metadata import MetadataHooks
 from taxotrain.taxonomy import Taxonomy
 from taxotrain_runtime.records import PredictionRecord
@@ -201,7 +202,7 @@ class Task(MetadataHooks):
     def check_store(cls, store: Store) -> None:
         """Refuse a store this task cannot read, in one line."""
         if store.kind != cls.store_kind:
-            readers = [name for name, task in _TASKS.items() if task.store_kind == store.kind]
+            readers = [name for name, task in TASKS.items() if task.store_kind == store.kind]
             fix = f"set task: {' or '.join(readers)}" if readers else "no registered task reads it"
             raise ConfigError(f"{store.path} is a {store.kind} store but task: {cls.name} reads {cls.store_kind} "
                               f"stores; {fix} (taxotrain init-config --task {readers[0] if readers else '...'} "
@@ -379,7 +380,7 @@ def _extra(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 # ------------------------------------------------------------------------------------------------ registry
 
-_TASKS: dict[str, type[Task]] = {}
+TASKS: Registry[type[Task]] = Registry("task", choices="task takes one of", error=ConfigError)
 
 
 def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
@@ -388,7 +389,7 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
 
     def wrap(cls: type[Task]) -> type[Task]:
         cls.name = name
-        _TASKS[name] = cls
+        TASKS.add(name, cls)
         register_task_rules(name, cls.rules)
         return cls
 
@@ -397,14 +398,12 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
 
 def list_tasks() -> list[str]:
     """Names of the registered tasks."""
-    return sorted(_TASKS)
+    return TASKS.names()
 
 
 def get_task(name: str) -> type[Task]:
     """The task class registered as ``name``; a one-line error listing the registered ones otherwise."""
-    if name not in _TASKS:
-        raise ConfigError(f"unknown task '{name}'; task takes one of: {', '.join(list_tasks())}")
-    return _TASKS[name]
+    return TASKS.get(name)
 
 
 def create_task(config: Config, taxonomy: Taxonomy | None = None, spec: InputSpec | None = None,
