@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -28,9 +29,10 @@ BUFFER_ROWS = 1 << 10  # rows packed in memory before they are appended to the f
 class KeptImages:
     """The accepted images of one prepare, in the order kept: their record index and verification facts."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: str | Path | None = None) -> None:
+        """``directory``: where the temporary file goes (default: the system's, ``$TMPDIR``)."""
         # unlinked at once, so nothing is left behind; closed by close() or when this object is collected
-        self._file = tempfile.TemporaryFile(prefix="taxotrain-kept-")  # noqa: SIM115
+        self._file = tempfile.TemporaryFile(prefix="taxotrain-kept-", dir=directory)  # noqa: SIM115
         self._buffer = np.zeros(BUFFER_ROWS, dtype=ROW)
         self._buffered = 0
         self._rows = 0

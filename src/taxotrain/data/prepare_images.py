@@ -227,7 +227,7 @@ def _verify_all(
     the skips.
     With ``dedupe`` (a distance in bits), an image that copies one already kept (same pixels, or a perceptual hash
     at most that far) is skipped with the name of the one kept."""
-    kept = KeptImages()
+    kept = KeptImages(spool.parent)  # beside the store, as the spool: a tmpfs /tmp would hold it in memory
     skipped: list[tuple[str, str]] = []
     count = len(ingested.records)
     results = _verified(ingested.records.paths(), count, workers)  # each path read from disk when it is sent
