@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "searched among the train split's), few-shot and open-set figures")
     s.add_argument("--knn-k", type=int, default=20, metavar="K", help="neighbours that vote in the retrieval k-NN "
                    "top-1 (default 20)")
+    s.add_argument("--index", default="exact", choices=("exact", "ivf", "hnsw"), help="retrieval search: exact "
+                   "(default), or an approximate faiss index (IVF-flat or HNSW) for train splits of millions")
 
     s = sub.add_parser("predict", help="classify image files and folders (or signal files) into a CSV")
     s.add_argument("run", type=Path, help="run folder (or .ckpt file), or a bundle folder written by `taxotrain "
@@ -381,7 +383,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         raise RunError(f"--knn-k {args.knn_k}: give at least 1 neighbour")
     result = evaluate_run(args.run, store=args.store, split=args.split, checkpoint=args.checkpoint,
                           workers=args.workers, tta=args.tta, target_precision=args.target_precision,
-                          baseline=not args.no_baseline, retrieval=not args.no_retrieval, knn_k=args.knn_k)
+                          baseline=not args.no_baseline, retrieval=not args.no_retrieval, knn_k=args.knn_k,
+                          index=args.index)
     print(summary_line(result))
 
 

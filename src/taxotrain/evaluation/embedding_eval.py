@@ -52,12 +52,13 @@ def by_rank(labels: np.ndarray, ranks: list[str]) -> dict[str, np.ndarray]:
 
 
 def evaluate_embeddings(run: LoadedRun, store: Store, split: str, knn_k: int = KNN_K, target_precision: float = 0.9,
-                        batch_size: int | None = None, workers: int | None = None
+                        batch_size: int | None = None, workers: int | None = None, index: str = "exact"
                         ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The ``metrics.json`` entries of the module docstring for ``split`` of ``store`` (queries) against its train
     split (gallery), and per rank each query's precision@1 (1/0, NaN when unscored) in the split's record order, for
     ``--compare``'s intervals. ``split == "train"`` searches the train split against itself, each record left out of
-    its own neighbours."""
+    its own neighbours. ``index``: the faiss index every search uses (``exact``, or the approximate ``ivf`` or
+    ``hnsw``, for train splits of millions; ``retrieval_setup`` -> ``index`` says which)."""
     ranks = list(run.taxonomy.ranks)
     g_emb, g_lab, _ = embed_split(run, store, "train", batch_size, workers)
     own = split == "train"
@@ -65,11 +66,12 @@ def evaluate_embeddings(run: LoadedRun, store: Store, split: str, knn_k: int = K
     gallery, queries = l2_normalize(g_emb), l2_normalize(q_emb)
     q_ranks, g_ranks = by_rank(q_lab, ranks), by_rank(g_lab, ranks)
     out: dict[str, Any] = {
-        "retrieval": retrieval_report(queries, q_ranks, gallery, g_ranks, k_knn=knn_k, exclude_self=own),
+        "retrieval": retrieval_report(queries, q_ranks, gallery, g_ranks, k_knn=knn_k, exclude_self=own, index=index),
         "retrieval_setup": {"queries": split, "gallery": "train", "gallery_records": int(len(gallery)),
-                            "knn_k": knn_k, "knn_temperature": KNN_TEMPERATURE, "embedding_dim": int(gallery.shape[1])},
+                            "knn_k": knn_k, "knn_temperature": KNN_TEMPERATURE, "embedding_dim": int(gallery.shape[1]),
+                            "index": index},
     }
-    q_sims, q_idx = search(queries, gallery, 1, exclude_self=own)
+    q_sims, q_idx = search(queries, gallery, 1, exclude_self=own, index=index)
     out["retrieval_by_group"] = precision_at_1_by_group(q_idx, q_ranks, g_ranks, run.taxonomy.names[0],
                                                         self_in_gallery=own)
     # queries come in the split's record order (an unshuffled loader), as the predictions file keeps its records
@@ -78,7 +80,7 @@ def evaluate_embeddings(run: LoadedRun, store: Store, split: str, knn_k: int = K
     if held is None or len(held) == 0:
         return out, hits
     h_emb, h_lab, _ = embed_split(run, store, HELDOUT, batch_size, workers)
-    out["heldout"] = heldout_figures(g_emb, h_emb, by_rank(h_lab, ranks), run.config.run.seed)
+    out["heldout"] = heldout_figures(g_emb, h_emb, by_rank(h_lab, ranks), run.config.run.seed, index=index)
     out["retrieval_setup"].update(heldout_records=int(len(h_emb)), fewshot_draws=FEWSHOT_DRAWS,
                                   fewshot_seed=run.config.run.seed)
     val = None
@@ -86,18 +88,18 @@ def evaluate_embeddings(run: LoadedRun, store: Store, split: str, knn_k: int = K
         v_emb, v_lab, _ = (q_emb, q_lab, None) if split == "val" else embed_split(run, store, "val", batch_size,
                                                                                    workers)
         val = (l2_normalize(v_emb), v_lab[:, -1])
-    h_sims, _ = search(l2_normalize(h_emb), gallery, 1)
+    h_sims, _ = search(l2_normalize(h_emb), gallery, 1, index=index)
     out["openset"] = openset_figures(q_sims[:, 0], g_lab[q_idx[:, 0], -1], q_lab[:, -1], h_sims[:, 0], gallery,
-                                     g_lab[:, -1], val, target_precision)
+                                     g_lab[:, -1], val, target_precision, index=index)
     out["openset"]["rank"] = ranks[-1]
     return out, hits
 
 
 def heldout_figures(train_emb: np.ndarray, emb: np.ndarray, labels: dict[str, np.ndarray],
-                    seed: int) -> dict[str, dict[str, Any]]:
+                    seed: int, index: str = "exact") -> dict[str, dict[str, Any]]:
     """Per rank: leave-one-out precision@1 among the held-out records and SimpleShot 1- and 5-shot accuracy
     (centred on the mean of the train embeddings ``train_emb``, as the model gives them)."""
-    loo = leave_one_out_precision_at_1(emb, labels)
+    loo = leave_one_out_precision_at_1(emb, labels, index=index)
     mean = np.asarray(train_emb, dtype=np.float64).mean(0)
     out: dict[str, dict[str, Any]] = {}
     for rank, lab in labels.items():
@@ -113,7 +115,8 @@ def heldout_figures(train_emb: np.ndarray, emb: np.ndarray, labels: dict[str, np
 
 def openset_figures(known_sims: np.ndarray, known_nn_labels: np.ndarray, known_labels: np.ndarray,
                     unknown_sims: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
-                    val: tuple[np.ndarray, np.ndarray] | None, target_precision: float) -> dict[str, Any]:
+                    val: tuple[np.ndarray, np.ndarray] | None, target_precision: float,
+                    index: str = "exact") -> dict[str, Any]:
     """Known against unknown records by their top similarity to the gallery: the AUROC, and the threshold chosen on
     ``val`` (normalised embeddings, labels at the rank) with the open-set accuracy it gives (module docstring)."""
     scored = known_labels != NULL
@@ -125,7 +128,7 @@ def openset_figures(known_sims: np.ndarray, known_nn_labels: np.ndarray, known_l
     if val is None:
         return out
     v_emb, v_labels = val
-    v_sims, v_idx = search(v_emb, gallery, 1)
+    v_sims, v_idx = search(v_emb, gallery, 1, index=index)
     v_known = v_labels != NULL
     choice = choose_threshold(v_sims[v_known, 0], gallery_labels[v_idx[v_known, 0]] == v_labels[v_known],
                               target_precision)

@@ -42,7 +42,7 @@ class EvalResult:
 def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: str = "test",
                  checkpoint: str = "best", batch_size: int | None = None, workers: int | None = None,
                  tta: str = "auto", target_precision: float = 0.9, baseline: bool = True, retrieval: bool = True,
-                 knn_k: int = KNN_K) -> EvalResult:
+                 knn_k: int = KNN_K, index: str = "exact") -> EvalResult:
     """Evaluate ``checkpoints/<checkpoint>.ckpt`` of ``run_dir`` on ``split`` and write the report files there.
 
     ``tta`` averages predictions over test-time views (image runs: ``none``, ``flip`` or ``dihedral``; ``auto`` =
@@ -51,10 +51,10 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     ``baseline``, the task's reference models (the ROCKET family for signal runs, class frequency for priors) are
     fitted on the same train split and scored on ``split`` (``metrics.json`` -> ``baseline`` -> ``minirocket`` ->
     ``top1``), and image runs get the raw-pixel floor (``baseline`` -> ``pixel_centroid``,
-    ``evaluation/pixel_baseline.py``). With ``retrieval``, runs
-    of tasks that evaluate their embeddings (the image tasks) add retrieval of ``split`` against the train split
-    (``knn_k`` neighbours vote in the k-NN top-1) and, for a store with held-out classes, few-shot and open-set
-    figures (``evaluation/embedding_eval.py``).
+    ``evaluation/pixel_baseline.py``). With ``retrieval``, runs of tasks that evaluate their embeddings (the image
+    tasks) add retrieval of ``split`` against the train split (``knn_k`` neighbours vote in the k-NN top-1;
+    ``index``: ``exact``, or the approximate ``ivf`` or ``hnsw``) and, for a store with held-out classes, few-shot
+    and open-set figures (``evaluation/embedding_eval.py``).
     """
     if split not in SPLITS:
         raise RunError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
@@ -110,7 +110,7 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     retrieval_hits: dict[str, np.ndarray] = {}
     if retrieval and task.evaluates_retrieval:
         figures, retrieval_hits = evaluate_embeddings(run, st, split, knn_k=knn_k, target_precision=target_precision,
-                                                      batch_size=bs, workers=workers)
+                                                      batch_size=bs, workers=workers, index=index)
         metrics.update(figures)
     if (fitted := fit_time(paths)) is not None:
         metrics["fit"] = fitted
