@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from taxotrain.data.metadata import Metadata, metadata_columns, parse_metadata
 from taxotrain.data.pool import ordered_map
 from taxotrain.data.records import Record, RecordTable
@@ -40,6 +42,17 @@ class Ingested:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     group_by: str | None = None  # the column each record's group came from (None: no groups)
     metadata: Metadata | None = None  # place/date/elevation per record, when the rows carry Darwin Core columns
+
+    def labels(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Label indices ``[len(rows), R]`` of the records ``rows`` (default all): each distinct row encoded once."""
+        ids, distinct = self.records.name_ids()
+        table = self.taxonomy.encode_many(distinct, len(distinct))
+        return table[ids if rows is None else ids[rows]]
+
+    def group_names(self, rows: np.ndarray | None = None) -> list[str | None]:
+        """The group of each of the records ``rows`` (default all), by name: the split orders groups by name."""
+        ids, values = self.records.group_ids()
+        return [values[g] for g in (ids if rows is None else ids[rows])]
 
 
 def find_images(inputs: Sequence[str | Path]) -> list[Path]:

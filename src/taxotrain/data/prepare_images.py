@@ -131,14 +131,13 @@ def _prepare(
         if not kept:
             raise IngestError(f"no readable image in {origin}; see the reasons in {report_path(out)}")
         rows = kept.records  # the ingested record of each kept image
-        labels = _labels(ingested, rows)
+        labels = ingested.labels(rows)
         heldout = _heldout(labels, ingested, holdout_classes, holdout_rank, seed)
         rest = np.setdiff1d(np.arange(len(labels)), heldout) if heldout is not None else np.arange(len(labels))
         if group_by is None:
             local, too_small = stratified_split(labels[rest], val, test, seed)
         else:
-            group_ids, values = ingested.records.group_ids()
-            groups = [values[g] for g in group_ids[rows[rest]]]  # names, not ids: the split sorts by name
+            groups = ingested.group_names(rows[rest])
             local, too_small = grouped_split(labels[rest], groups, val, test, seed), []
             empty = [name for name, f in (("val", val), ("test", test)) if f > 0 and len(local[name]) == 0]
             if empty:
@@ -170,13 +169,6 @@ def _prepare(
     extra = "; ".join(parts)
     return PrepareResult(out, report_path(out), len(kept), len(ingested.skipped) + len(skipped), classes,
                          {k: len(v) for k, v in splits.items()}, len(too_small), extra=extra)
-
-
-def _labels(ingested: Ingested, rows: np.ndarray) -> np.ndarray:
-    """Label indices ``[len(rows), R]`` of the records ``rows``: each distinct label row encoded once."""
-    ids, distinct = ingested.records.name_ids()
-    table = ingested.taxonomy.encode_many(distinct, len(distinct))
-    return table[ids[rows]] if len(rows) else np.zeros((0, len(ingested.ranks)), dtype=table.dtype)
 
 
 def _heldout(labels: np.ndarray, ingested: Ingested, spec: str | None, rank: str | None,

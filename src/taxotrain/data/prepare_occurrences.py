@@ -115,12 +115,11 @@ def prepare_occurrences(source: Path, out: Path, ranks: Sequence[str], taxonomy:
     if ingested.metadata is None or not ingested.metadata.layout:
         raise IngestError(f"{source}: no place or date columns (decimalLatitude and decimalLongitude, eventDate or "
                           "year/month/day); a place/date prior needs them")
-    ids, distinct = ingested.records.name_ids()
-    labels = ingested.taxonomy.encode_many(distinct, len(distinct))[ids]
+    labels = ingested.labels()
     if ingested.group_by is None:
         splits, too_small = stratified_split(labels, val, test, seed)
     else:
-        splits, too_small = grouped_split(labels, _group_names(ingested), val, test, seed), []
+        splits, too_small = grouped_split(labels, ingested.group_names(), val, test, seed), []
     attrs = {"source": str(Path(source).resolve()), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "seed": seed, "val_fraction": val, "test_fraction": test, "command": json.dumps(sys.argv),
              "class_mix_distance": json.dumps(class_mix_distance(labels, splits)),
@@ -158,8 +157,3 @@ def manifest_has_files(manifest: Path) -> bool:
     with manifest.open(newline="", encoding="utf-8-sig") as fh:
         return PATH_COLUMN in [c.strip() for c in next(csv.reader(fh), [])]
 
-
-def _group_names(ingested: Ingested) -> list[str | None]:
-    """Each record's group name (the split orders groups by name, so it takes names, not ids)."""
-    ids, values = ingested.records.group_ids()
-    return [values[g] for g in ids]

@@ -59,8 +59,7 @@ class RecordTable:
     def __init__(self) -> None:
         # unlinked at once, so nothing is left behind; closed by close() or when the table is collected
         self._file = tempfile.TemporaryFile(prefix="taxotrain-records-")  # noqa: SIM115
-        self._offsets = array("q", [0])
-        self._written = 0  # bytes of paths written (the file may still buffer some)
+        self._offsets = array("q", [0])  # where each path starts in the file; the last: the bytes written
         self._bases, self._names, self._groups = _Interned(), _Interned(), _Interned()
         self._base, self._name, self._group = array("i"), array("i"), array("i")
         self._flushed = True
@@ -69,8 +68,7 @@ class RecordTable:
         """Append one record."""
         data = relpath.encode("utf-8", "surrogateescape")
         self._file.write(data)
-        self._written += len(data)
-        self._offsets.append(self._written)
+        self._offsets.append(self._offsets[-1] + len(data))
         self._base.append(self._bases.id(base))
         self._name.append(self._names.id(names))
         self._group.append(self._groups.id(group))

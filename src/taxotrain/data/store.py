@@ -243,11 +243,13 @@ class StoreWriter:
     """Writes a store to a temporary file beside ``out`` and renames it into place only when the block succeeds, so
     an interrupted prepare leaves no half store and the old one (if any) is kept.
 
-    Use :meth:`write_records` once, and :meth:`encoded` or :meth:`dense` for the payload::
+    Use :meth:`write_records` once, and :meth:`encoded_index` or :meth:`dense` for the payload::
 
         with StoreWriter(out, IMAGE_KIND, attrs={...}) as w:
             w.write_records(paths, labels, taxonomy, splits)
-            data = w.encoded(sizes, heights, widths)
+            index = w.encoded_index(len(sizes), int(sum(sizes)))
+            index.fill(0, sizes, heights, widths)  # in pieces for a large corpus
+            index.data[...] = encoded_bytes
     """
 
     def __init__(self, out: str | Path, kind: str, attrs: dict[str, Any]) -> None:
@@ -305,13 +307,6 @@ class StoreWriter:
         group.attrs["layout"] = layout
         for name, values in arrays.items():
             group.create_dataset(name, data=values)
-
-    def encoded(self, sizes: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> h5py.Dataset:
-        """Create the encoded-files payload for records of ``sizes`` bytes; returns the byte dataset to fill."""
-        sizes = np.asarray(sizes, dtype=np.int64)
-        index = self.encoded_index(len(sizes), int(sizes.sum()))
-        index.fill(0, sizes, heights, widths)
-        return index.data
 
     def encoded_index(self, count: int, total_bytes: int) -> EncodedIndex:
         """Create the encoded-files payload of ``count`` records, ``total_bytes`` in all, to be described a piece at

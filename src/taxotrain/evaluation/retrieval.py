@@ -183,7 +183,7 @@ def precision_at_1_by_group(neighbours: np.ndarray, query_labels: dict[str, np.n
     by class id. Queries unknown at the top rank belong to no group; ``queries`` counts the group's queries."""
     ranks = list(query_labels)
     top = np.asarray(query_labels[ranks[0]])
-    hits = {rank: _one(neighbours, query_labels[rank], gallery_labels[rank], self_in_gallery)["precision_at_1"]
+    hits = {rank: precision_at_1_hits(neighbours, query_labels[rank], gallery_labels[rank], self_in_gallery)
             for rank in ranks}
     table: dict[Hashable, dict[str, Any]] = {}
     for group in np.unique(top[top != NULL]):
