@@ -20,6 +20,7 @@ whose class means would not fit in ``MAX_BYTES`` is skipped with the reason.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,9 @@ SHOTS = (1, 5)
 DRAWS = 5
 
 
-def _batches(task: Task, store: Store, split: str, batch_size: int, workers: int):
+def _batches(task: Task, store: Store, split: str, batch_size: int,
+             workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The flattened input pixels (0-1, float64) and labels of ``split``, a batch at a time."""
     loader = DataLoader(task.inference_dataset(store, split), batch_size=batch_size, shuffle=False,
                         num_workers=workers)
     for batch in loader:
