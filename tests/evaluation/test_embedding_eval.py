@@ -147,3 +147,32 @@ def test_the_predictions_file_keeps_each_querys_precision_at_1(evaluated: dict, 
 def test_knn_k_below_one_is_a_one_line_error(embedding_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", str(embedding_run), "--knn-k", "0"]) == 2
     assert "--knn-k 0" in capsys.readouterr().err
+
+
+def test_the_margin_table_tool_reads_evaluated_runs(evaluated: dict, embedding_run: Path, heldout_store: Path,
+                                                    tmp_path: Path) -> None:
+    import importlib.util
+
+    from tests.conftest import FAST
+
+    tool = Path(__file__).resolve().parents[2] / "tools" / "margin_table.py"
+    spec = importlib.util.spec_from_file_location("margin_table", tool)
+    margin_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(margin_table)
+    ce = tmp_path / "ce"
+    assert main(["fit", f"data.store={heldout_store}", f"run.dir={ce}", "trainer.max_epochs=2",
+                 "trainer.progress=none", *FAST]) == 0
+    assert main(["evaluate", str(ce), "--tta", "none"]) == 0
+    ce_metrics = json.loads((ce / "metrics.json").read_text())
+    text = margin_table.table([ce], [embedding_run], "ArcFace")
+    closed_set = text.split("\n\n")[0]  # the first table; the held-out one follows
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in closed_set.splitlines()}
+    assert rows["class"][1] == f"{ce_metrics['ranks']['class']['top1']:.3f}"
+    assert rows["class"][3] == f"{evaluated['retrieval']['class']['precision_at_1']:.3f}"
+    assert rows["class"][6] == f"{ce_metrics['baseline']['pixel_centroid']['class']['top1']:.3f}"
+    observed = evaluated["retrieval"]["class"]["precision_at_1"] - ce_metrics["ranks"]["class"]["top1"]
+    assert rows["class"][7].strip("*").startswith(f"{observed:+.3f} [")
+    assert "ArcFace 5-shot" in text and "Open set" in text
+    held = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.split("\n\n")[1].splitlines()}
+    assert held["class"][8] == f"{ce_metrics['heldout']['class']['fewshot_5']:.3f}"
+    assert held["class"][9] == f"{evaluated['heldout']['class']['fewshot_5']:.3f}"
