@@ -118,7 +118,7 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     metrics["evaluation"] = {"split": split, "records": int(len(indices)), "checkpoint": str(run.checkpoint),
                              "tta": tta, "split_digest": digest, "store_fingerprint": st.fingerprint,
                              "store": str(st.path), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                             "seconds": round(seconds, 2), "records_per_s": round(len(indices) / max(seconds, 1e-9), 1),
+                             "seconds": round(seconds, 4), "records_per_s": round(len(indices) / max(seconds, 1e-9), 1),
                              "workers": nw, "batch_size": bs, "views": len(task.views(_probe(task), tta))}
 
     files = [_write_json(paths.metrics_json, metrics), _write_per_class(paths.per_class, rows),
@@ -237,7 +237,7 @@ def summary_line(result: EvalResult) -> str:
     parts += [f"{b.get('name', k)} skipped: {b['skipped']}" for k, b in baselines.items() if b.get("skipped")]
     ev = result.metrics.get("evaluation") or {}
     if ev.get("records_per_s"):
-        parts.append(f"{ev['records']} records in {ev['seconds']:.1f} s ({ev['records_per_s']:.0f}/s, "
+        parts.append(f"{ev['records']} records in {ev['seconds']:.3g} s ({ev['records_per_s']:.0f}/s, "
                      f"{ev['workers']} worker(s), {ev['views']} view(s) each)")
     return "; ".join(parts) + f"; report {result.report}"
 
