@@ -136,6 +136,20 @@ def test_the_raw_pixel_floor_is_a_nearest_class_mean_and_few_shot_on_the_input_p
     assert "raw pixels (floor)" in html and "nearest class mean of the train split" in html
 
 
+def test_a_heldout_floor_too_large_for_memory_is_skipped_with_the_reason(evaluated: dict, embedded: dict,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from taxotrain.evaluation import page, pixel_baseline
+
+    run, store = embedded["run"], embedded["store"]
+    monkeypatch.setattr(pixel_baseline, "HELDOUT_MAX_BYTES", 1024)
+    floor = pixel_baseline.pixel_centroid_baseline(run.task, store, "test", run.config.run.seed, 64, 0)
+    held = len(store.splits["heldout"])
+    assert "heldout" not in floor and floor["heldout_skipped"].startswith(f"the {held} held-out records of")
+    assert floor["class"]["top1"] == pytest.approx(evaluated["baseline"]["pixel_centroid"]["class"]["top1"])
+    html = page._retrieval_html({**evaluated, "baseline": {"pixel_centroid": floor}}, list(embedded["ranks"]))
+    assert "raw pixels (floor)</td><td colspan=\"5\">not computed: the" in html
+
+
 def test_the_predictions_file_keeps_each_querys_precision_at_1(evaluated: dict, embedding_run: Path) -> None:
     with np.load(embedding_run / "predictions_test.npz") as z:
         for rank, got in evaluated["retrieval"].items():

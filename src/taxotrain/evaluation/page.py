@@ -275,6 +275,9 @@ def _retrieval_html(metrics: dict[str, Any], ranks: list[str]) -> str:
         h_rows += "".join(f"<tr><td class=\"name\">{_e(r)}: raw pixels (floor)</td><td>–</td><td>–</td>"
                           f"<td>{_fmt(m.get('loo_precision_at_1'))}</td><td>{_fmt(m.get('fewshot_1'))}</td>"
                           f"<td>{_fmt(m.get('fewshot_5'))}</td></tr>" for r, m in floor.items())
+        skipped = ((metrics.get("baseline") or {}).get("pixel_centroid") or {}).get("heldout_skipped")
+        h_rows += (f"<tr><td class=\"name\">raw pixels (floor)</td><td colspan=\"5\">not computed: {_e(skipped)}"
+                   "</td></tr>" if skipped else "")
         parts.append("<h3>Held-out classes (never trained on)</h3>"
                      f"<table>{h_head}{h_rows}</table><p class=\"meta\">Leave-one-out P@1: each held-out record's "
                      "nearest among the other held-out records shares its label. 1-/5-shot: SimpleShot, the "

@@ -14,7 +14,8 @@ normalisation), flattened and scaled to 0-1, so the floor sees exactly what the 
 - ``seconds``, ``train_records`` and ``dim`` (pixels per record).
 
 The train split is read once and summed per class, so memory holds the class means, not the records. A store
-whose class means would not fit in ``MAX_BYTES`` is skipped with the reason.
+whose class means would not fit in ``MAX_BYTES`` is skipped with the reason, and so is the held-out part whose records
+(held in memory for leave-one-out) would not fit in ``HELDOUT_MAX_BYTES``: ``heldout_skipped`` says why.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from taxotrain.evaluation.retrieval import fewshot_accuracy, leave_one_out_preci
 from taxotrain.tasks import Task
 from taxotrain.taxonomy import NULL
 
-MAX_BYTES = 2 << 30  # class means (and held-out records) larger than this are not computed
+MAX_BYTES = 2 << 30  # class means larger than this are not computed
+HELDOUT_MAX_BYTES = 2 << 30  # nor held-out pixels (float32) larger than this
 SHOTS = (1, 5)
 DRAWS = 5
 
@@ -100,7 +102,10 @@ def pixel_centroid_baseline(task: Task, store: Store, split: str, seed: int, bat
         h = np.concatenate(hits[r]) if hits[r] else np.zeros(0, bool)
         out[rank] = {"top1": float(h.mean()) if len(h) else None, "records": int(len(h))}
     held = store.splits.get(HELDOUT)
-    if held is not None and len(held) and len(held) * dim * 4 <= MAX_BYTES:
+    if held is not None and len(held) and len(held) * dim * 4 > HELDOUT_MAX_BYTES:
+        out["heldout_skipped"] = (f"the {len(held)} held-out records of {dim} pixels would exceed "
+                                  f"{HELDOUT_MAX_BYTES / 2 ** 30:.3g} GiB")
+    elif held is not None and len(held):
         parts = list(_batches(task, store, HELDOUT, batch_size, workers))
         x = np.concatenate([p[0] for p in parts]).astype(np.float32)
         y = np.concatenate([p[1] for p in parts])
