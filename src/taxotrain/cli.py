@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tta", default="auto", choices=TTA_MODES,
                    help="test-time augmentation: average over flips / all 8 flips+rotations; auto (default) = the "
                    "flips and rotations the run trained with (dihedral for the default augmentation), none for "
-                   "signals; none is fastest")
+                   "signals; none is fastest. Applies to the retrieval embeddings too (gallery and queries)")
     s.add_argument("--no-baseline", action="store_true", help="skip the baselines fitted on the train split: "
                    "the ROCKET family for signal runs (4 closed-form fits), the raw-pixel nearest class mean for "
                    "image runs (one read of the train split), class frequency for priors")

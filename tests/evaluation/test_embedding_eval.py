@@ -150,6 +150,29 @@ def test_a_heldout_floor_too_large_for_memory_is_skipped_with_the_reason(evaluat
     assert "raw pixels (floor)</td><td colspan=\"5\">not computed: the" in html
 
 
+def test_test_time_views_embed_gallery_and_queries_alike(embedded: dict) -> None:
+    import torch
+
+    from taxotrain.data.images import tta_views
+    from taxotrain.evaluation.embedding_eval import evaluate_embeddings
+
+    run, store, ranks = embedded["run"], embedded["store"], embedded["ranks"]
+    figures, hits = evaluate_embeddings(run, store, "test", knn_k=7, tta="flip")
+    (g, g_lab, _), (q, q_lab, _) = (embed_split(run, store, s, tta="flip") for s in ("train", "test"))
+    assert not np.allclose(g, embedded["train"][0])  # the views changed the embeddings
+    with torch.no_grad():  # a record's embedding is the unit-length mean of its views' unit-length embeddings
+        x = next(iter(torch.utils.data.DataLoader(run.task.inference_dataset(store, "test"), batch_size=4)))["input"]
+        module = run.task.inference_module(run.model.eval())
+        views = [l2_normalize(run.task.embed_step(module, {"input": v})) for v in tta_views(x, "flip")]
+    assert len(views) == 2 and q[:4] == pytest.approx(l2_normalize(np.mean(views, axis=0)), abs=1e-5)
+    expected = retrieval_report(l2_normalize(q), _labels(q_lab, ranks), l2_normalize(g), _labels(g_lab, ranks),
+                                k_knn=7)
+    assert figures["retrieval_setup"]["tta"] == "flip"
+    for rank in ranks:
+        assert figures["retrieval"][rank] == pytest.approx(expected[rank])
+        assert float(np.nanmean(hits[rank])) == pytest.approx(expected[rank]["precision_at_1"])
+
+
 def test_the_predictions_file_keeps_each_querys_precision_at_1(evaluated: dict, embedding_run: Path) -> None:
     with np.load(embedding_run / "predictions_test.npz") as z:
         for rank, got in evaluated["retrieval"].items():

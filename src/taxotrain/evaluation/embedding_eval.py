@@ -52,24 +52,25 @@ def by_rank(labels: np.ndarray, ranks: list[str]) -> dict[str, np.ndarray]:
 
 
 def evaluate_embeddings(run: LoadedRun, store: Store, split: str, knn_k: int = KNN_K, target_precision: float = 0.9,
-                        batch_size: int | None = None, workers: int | None = None, index: str = "exact"
-                        ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                        batch_size: int | None = None, workers: int | None = None, index: str = "exact",
+                        tta: str = "none") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The ``metrics.json`` entries of the module docstring for ``split`` of ``store`` (queries) against its train
     split (gallery), and per rank each query's precision@1 (1/0, NaN when unscored) in the split's record order, for
     ``--compare``'s intervals. ``split == "train"`` searches the train split against itself, each record left out of
     its own neighbours. ``index``: the faiss index every search uses (``exact``, or the approximate ``ivf`` or
-    ``hnsw``, for train splits of millions; ``retrieval_setup`` -> ``index`` says which)."""
+    ``hnsw``, for train splits of millions; ``retrieval_setup`` -> ``index`` says which). ``tta`` (resolved): every
+    embedding, gallery and queries alike, averaged over these test-time views (``retrieval_setup`` -> ``tta``)."""
     ranks = list(run.taxonomy.ranks)
-    g_emb, g_lab, _ = embed_split(run, store, "train", batch_size, workers)
+    g_emb, g_lab, _ = embed_split(run, store, "train", batch_size, workers, tta)
     own = split == "train"
-    q_emb, q_lab, _ = (g_emb, g_lab, None) if own else embed_split(run, store, split, batch_size, workers)
+    q_emb, q_lab, _ = (g_emb, g_lab, None) if own else embed_split(run, store, split, batch_size, workers, tta)
     gallery, queries = l2_normalize(g_emb), l2_normalize(q_emb)
     q_ranks, g_ranks = by_rank(q_lab, ranks), by_rank(g_lab, ranks)
     out: dict[str, Any] = {
         "retrieval": retrieval_report(queries, q_ranks, gallery, g_ranks, k_knn=knn_k, exclude_self=own, index=index),
         "retrieval_setup": {"queries": split, "gallery": "train", "gallery_records": int(len(gallery)),
                             "knn_k": knn_k, "knn_temperature": KNN_TEMPERATURE, "embedding_dim": int(gallery.shape[1]),
-                            "index": index},
+                            "index": index, "tta": tta},
     }
     q_sims, q_idx = search(queries, gallery, 1, exclude_self=own, index=index)
     out["retrieval_by_group"] = precision_at_1_by_group(q_idx, q_ranks, g_ranks, run.taxonomy.names[0],
@@ -79,14 +80,14 @@ def evaluate_embeddings(run: LoadedRun, store: Store, split: str, knn_k: int = K
     held = store.splits.get(HELDOUT)
     if held is None or len(held) == 0:
         return out, hits
-    h_emb, h_lab, _ = embed_split(run, store, HELDOUT, batch_size, workers)
+    h_emb, h_lab, _ = embed_split(run, store, HELDOUT, batch_size, workers, tta)
     out["heldout"] = heldout_figures(g_emb, h_emb, by_rank(h_lab, ranks), run.config.run.seed, index=index)
     out["retrieval_setup"].update(heldout_records=int(len(h_emb)), fewshot_draws=FEWSHOT_DRAWS,
                                   fewshot_seed=run.config.run.seed)
     val = None
     if len(store.splits["val"]):
         v_emb, v_lab, _ = (q_emb, q_lab, None) if split == "val" else embed_split(run, store, "val", batch_size,
-                                                                                   workers)
+                                                                                   workers, tta)
         val = (l2_normalize(v_emb), v_lab[:, -1])
     h_sims, _ = search(l2_normalize(h_emb), gallery, 1, index=index)
     out["openset"] = openset_figures(q_sims[:, 0], g_lab[q_idx[:, 0], -1], q_lab[:, -1], h_sims[:, 0], gallery,

@@ -248,7 +248,10 @@ def _retrieval_html(metrics: dict[str, Any], ranks: list[str]) -> str:
                    + "</tr>" for r, m in found.items())
     parts = [f"<h2 id=\"retrieval\">Retrieval: nearest neighbours in the train split</h2><table>{head}{rows}</table>"
              f"<p class=\"meta\">Each {_e(setup.get('queries', 'evaluated'))} record's embedding (the model on the "
-             "evaluation transforms, L2-normalised) searched among the "
+             "evaluation transforms, L2-normalised"
+             + (f"; the mean of its {_e(setup['tta'])} test-time views, gallery and queries alike"
+                if setup.get("tta") not in (None, "none") else "")
+             + ") searched among the "
              f"{_e(setup.get('gallery_records', ''))} train records by cosine similarity. Precision@1: the nearest "
              "shares the query's label; recall@5: one of the 5 nearest does; MAP@R (Musgrave et al. 2020): the mean "
              "precision over the R nearest, R being the train records of the query's class; k-NN top-1: the vote of "

@@ -110,7 +110,8 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     retrieval_hits: dict[str, np.ndarray] = {}
     if retrieval and task.evaluates_retrieval:
         figures, retrieval_hits = evaluate_embeddings(run, st, split, knn_k=knn_k, target_precision=target_precision,
-                                                      batch_size=bs, workers=workers, index=index)
+                                                      batch_size=bs, workers=workers, index=index,
+                                                      tta=tta)
         metrics.update(figures)
     if (fitted := fit_time(paths)) is not None:
         metrics["fit"] = fitted

@@ -3,7 +3,8 @@ evaluation and galleries use.
 
 Any run gives one: a ``task: embedding`` run its L2-normalised embedding, a classifier its backbone's pooled
 features, which are L2-normalised here too, so that inner products are cosine similarities whatever the run. Inputs
-are prepared as ``predict`` prepares them (the evaluation transforms, no test-time views).
+are prepared as ``predict`` prepares them (the evaluation transforms; test-time views where the caller asks, as
+``evaluate --tta`` does for retrieval).
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ FORMATS = (".npz", ".parquet")
 
 @torch.no_grad()
 def embed_loader(task: Task, model: torch.nn.Module, loader: Iterable[dict[str, torch.Tensor]],
-                 device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The model's embedding of every batch of raw inputs (``task.inference_dataset``), as it gives it, with the
-    labels ``[N, R]`` and the record indices ``[N]``."""
+                 device: str | torch.device = "cpu", tta: str = "none") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model's embedding of every batch of raw inputs (``task.inference_dataset``), as it gives it (or
+    averaged over the test-time views ``tta``, see ``Task.embed_step``), with the labels ``[N, R]`` and the record
+    indices ``[N]``."""
     module = task.inference_module(model.eval()).to(device)
     emb, labels, indices = [], [], []
     for batch in loader:
-        emb.append(task.embed_step(module, {k: v.to(device) for k, v in batch.items() if k not in ("target", "index")}))
+        inputs = {k: v.to(device) for k, v in batch.items() if k not in ("target", "index")}
+        emb.append(task.embed_step(module, inputs, tta))
         labels.append(batch["target"].numpy())
         indices.append(np.asarray(batch["index"]))
     if not emb:
@@ -44,14 +47,14 @@ def embed_loader(task: Task, model: torch.nn.Module, loader: Iterable[dict[str, 
 
 
 def embed_split(run: LoadedRun, store: Store, split: str, batch_size: int | None = None,
-                workers: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                workers: int | None = None, tta: str = "none") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(embeddings [N, D], labels [N, R], indices [N])`` of a split of ``store`` (``heldout`` included) with the
-    run's model, as the model gives them (not normalised)."""
+    run's model, as the model gives them (not normalised), or averaged over the test-time views ``tta`` (resolved)."""
     task = run.task
     loader = DataLoader(task.inference_dataset(store, split), batch_size=batch_size or run.config.data.batch_size * 2,
                         shuffle=False, num_workers=task.workers(workers))
     with torch_threads(run.config.trainer.cpu_threads):
-        return embed_loader(task, run.model, loader)
+        return embed_loader(task, run.model, loader, tta=tta)
 
 
 def embed_inputs(run: LoadedRun, inputs: Sequence[str | Path], batch_size: int = 64, workers: int | None = None

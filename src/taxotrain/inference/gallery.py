@@ -390,9 +390,6 @@ def gallery_embedder(run: LoadedRun, gallery: Gallery) -> Any:
                            f"{run.model.num_features}; build it again with `taxotrain gallery build {run.root}`")
 
     def embed(inputs: dict[str, Any], tta: str) -> dict[str, np.ndarray]:
-        extra = {k: v for k, v in inputs.items() if k != "input"}
-        views = [l2_normalize(run.task.embed_step(module, {"input": v, **extra}))
-                 for v in run.task.views(inputs["input"], tta)]
-        return {"embedding": l2_normalize(np.mean(views, axis=0))}
+        return {"embedding": l2_normalize(run.task.embed_step(module, inputs, tta))}
 
     return embed

@@ -350,10 +350,18 @@ class Task(MetadataHooks):
         :meth:`inference_module` of the trained model."""
         return self.objective.predict(module, self.views(batch["input"], tta), _extra(batch))
 
-    def embed_step(self, module: nn.Module, batch: dict[str, torch.Tensor]) -> np.ndarray:
+    def embed_step(self, module: nn.Module, batch: dict[str, torch.Tensor], tta: str = "none") -> np.ndarray:
         """The embedding ``[B, D]`` of a batch of raw inputs (float32, as the model gives it: unit length for
-        ``task: embedding``, the pooled features of a classifier); ``module`` is the :meth:`inference_module`."""
-        return self.objective.embed(module, batch["input"], _extra(batch))
+        ``task: embedding``, the pooled features of a classifier); ``module`` is the :meth:`inference_module`.
+        With test-time views (``tta``, already resolved), the unit-length mean of each view's unit-length
+        embedding: views are compared by direction, as retrieval compares embeddings."""
+        import numpy as np
+
+        extra = _extra(batch)
+        views = self.views(batch["input"], tta)
+        if len(views) == 1:
+            return self.objective.embed(module, views[0], extra)
+        return _unit(np.mean([_unit(self.objective.embed(module, v, extra)) for v in views], axis=0))
 
     def records(self, outputs: dict[str, np.ndarray], batch: InputBatch, thresholds: list[float] | None,
                 topk: int = 5) -> list[PredictionRecord]:
@@ -371,6 +379,14 @@ class Task(MetadataHooks):
     def describe_input(self) -> str:
         """What the model takes, for logs and reports (``48 px, 1 channel(s)``)."""
         return self.spec.describe()
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32; all-zero rows stay zero)."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _extra(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
