@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from taxotrain.data.store import HELDOUT, Store
 from taxotrain.evaluation.retrieval import fewshot_accuracy, leave_one_out_precision_at_1
@@ -42,9 +41,7 @@ DRAWS = 5
 def _batches(task: Task, store: Store, split: str, batch_size: int,
              workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The flattened input pixels (0-1, float64) and labels of ``split``, a batch at a time."""
-    loader = DataLoader(task.inference_dataset(store, split), batch_size=batch_size, shuffle=False,
-                        num_workers=workers)
-    for batch in loader:
+    for batch in task.inference_loader(store, split, batch_size, workers):
         x = batch["input"]
         yield x.reshape(len(x), -1).to(torch.float64).numpy() / 255.0, batch["target"].numpy()
 

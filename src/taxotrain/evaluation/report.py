@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader
 
 from taxotrain.data.dataset import train_class_counts
 from taxotrain.data.store import SPLITS, Store
@@ -70,8 +69,7 @@ def evaluate_run(run_dir: str | Path, store: str | Path | None = None, split: st
     nw = task.workers(workers)
 
     def split_probs(name: str, hide: tuple[str, ...] = ()) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        loader = DataLoader(task.inference_dataset(st, name), batch_size=bs, shuffle=False, num_workers=nw)
-        return predict_loader(task, run.model, loader, tta=tta, hide=hide)
+        return predict_loader(task, run.model, task.inference_loader(st, name, bs, nw), tta=tta, hide=hide)
 
     t0 = time.perf_counter()
     with torch_threads(run.config.trainer.cpu_threads):

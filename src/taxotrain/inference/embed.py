@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from taxotrain.data.store import Store
 from taxotrain.files import atomic_path
@@ -51,10 +50,8 @@ def embed_split(run: LoadedRun, store: Store, split: str, batch_size: int | None
     """``(embeddings [N, D], labels [N, R], indices [N])`` of a split of ``store`` (``heldout`` included) with the
     run's model, as the model gives them (not normalised), or averaged over the test-time views ``tta`` (resolved)."""
     task = run.task
-    loader = DataLoader(task.inference_dataset(store, split), batch_size=batch_size or run.config.data.batch_size * 2,
-                        shuffle=False, num_workers=task.workers(workers))
     with torch_threads(run.config.trainer.cpu_threads):
-        return embed_loader(task, run.model, loader, tta=tta)
+        return embed_loader(task, run.model, task.inference_loader(store, split, batch_size, workers), tta=tta)
 
 
 def embed_inputs(run: LoadedRun, inputs: Sequence[str | Path], batch_size: int = 64, workers: int | None = None

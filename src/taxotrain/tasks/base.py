@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
     from torch import nn
-    from torch.utils.data import Dataset
+    from torch.utils.data import DataLoader, Dataset
 
     from taxotrain.data.store import Store
     from taxotrain.stages import Stage
@@ -159,6 +159,17 @@ class Task(MetadataHooks):
         """Records of ``split`` as raw inputs prepared the way ``predict`` and exported bundles prepare files (dict
         samples: ``input``, ``target``, ``index``); what evaluate scores."""
         raise NotImplementedError
+
+    def inference_loader(self, store: Store, split: str, batch_size: int | None = None,
+                         workers: int | None = None) -> DataLoader:
+        """:meth:`inference_dataset` of ``split`` in record order, ``batch_size`` at a time (default: twice
+        ``data.batch_size``) with ``workers`` processes (default: :meth:`workers`): what evaluate, embed and the
+        baselines read."""
+        from torch.utils.data import DataLoader
+
+        size = batch_size or self.config.data.batch_size * 2
+        return DataLoader(self.inference_dataset(store, split), batch_size=size, shuffle=False,
+                          num_workers=self.workers(workers))
 
     def example_input(self, batch_size: int) -> torch.Tensor:
         """A batch of raw inputs of the inference shape (what export traces with)."""
