@@ -173,6 +173,25 @@ def test_test_time_views_embed_gallery_and_queries_alike(embedded: dict) -> None
         assert float(np.nanmean(hits[rank])) == pytest.approx(expected[rank]["precision_at_1"])
 
 
+def test_the_train_split_is_indexed_once_for_every_search_against_it(embedded: dict,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from taxotrain.evaluation import embedding_eval, retrieval
+    from taxotrain.inference import search as search_module
+
+    built, real = [], search_module.build_index
+
+    def counting(gallery: np.ndarray, *args: object, **kwargs: object) -> object:
+        built.append(len(gallery))
+        return real(gallery, *args, **kwargs)
+
+    for module in (search_module, retrieval, embedding_eval):
+        monkeypatch.setattr(module, "build_index", counting)
+    store = embedded["store"]
+    figures, _ = embedding_eval.evaluate_embeddings(embedded["run"], store, "test", knn_k=7, index="ivf")
+    assert figures["retrieval_setup"]["index"] == "ivf" and "openset" in figures  # every search ran
+    assert built.count(len(store.splits["train"])) == 1, built
+
+
 def test_the_predictions_file_keeps_each_querys_precision_at_1(evaluated: dict, embedding_run: Path) -> None:
     with np.load(embedding_run / "predictions_test.npz") as z:
         for rank, got in evaluated["retrieval"].items():

@@ -38,7 +38,7 @@ from taxotrain.evaluation.retrieval import (
 )
 from taxotrain.inference.embed import embed_split
 from taxotrain.inference.openset import choose_threshold
-from taxotrain.inference.search import l2_normalize, search
+from taxotrain.inference.search import Index, build_index, l2_normalize, search
 from taxotrain.run import LoadedRun
 from taxotrain.taxonomy import NULL
 
@@ -65,14 +65,15 @@ def evaluate_embeddings(run: LoadedRun, store: Store, split: str, knn_k: int = K
     own = split == "train"
     q_emb, q_lab, _ = (g_emb, g_lab, None) if own else embed_split(run, store, split, batch_size, workers, tta)
     gallery, queries = l2_normalize(g_emb), l2_normalize(q_emb)
+    built = build_index(gallery, index)  # one index of the train split for every search against it
     q_ranks, g_ranks = by_rank(q_lab, ranks), by_rank(g_lab, ranks)
     out: dict[str, Any] = {
-        "retrieval": retrieval_report(queries, q_ranks, gallery, g_ranks, k_knn=knn_k, exclude_self=own, index=index),
+        "retrieval": retrieval_report(queries, q_ranks, gallery, g_ranks, k_knn=knn_k, exclude_self=own, index=built),
         "retrieval_setup": {"queries": split, "gallery": "train", "gallery_records": int(len(gallery)),
                             "knn_k": knn_k, "knn_temperature": KNN_TEMPERATURE, "embedding_dim": int(gallery.shape[1]),
                             "index": index, "tta": tta},
     }
-    q_sims, q_idx = search(queries, gallery, 1, exclude_self=own, index=index)
+    q_sims, q_idx = search(queries, gallery, 1, exclude_self=own, index=built)
     out["retrieval_by_group"] = precision_at_1_by_group(q_idx, q_ranks, g_ranks, run.taxonomy.names[0],
                                                         self_in_gallery=own)
     # queries come in the split's record order (an unshuffled loader), as the predictions file keeps its records
@@ -89,9 +90,9 @@ def evaluate_embeddings(run: LoadedRun, store: Store, split: str, knn_k: int = K
         v_emb, v_lab, _ = (q_emb, q_lab, None) if split == "val" else embed_split(run, store, "val", batch_size,
                                                                                    workers, tta)
         val = (l2_normalize(v_emb), v_lab[:, -1])
-    h_sims, _ = search(l2_normalize(h_emb), gallery, 1, index=index)
+    h_sims, _ = search(l2_normalize(h_emb), gallery, 1, index=built)
     out["openset"] = openset_figures(q_sims[:, 0], g_lab[q_idx[:, 0], -1], q_lab[:, -1], h_sims[:, 0], gallery,
-                                     g_lab[:, -1], val, target_precision, index=index)
+                                     g_lab[:, -1], val, target_precision, index=built)
     out["openset"]["rank"] = ranks[-1]
     return out, hits
 
@@ -117,7 +118,7 @@ def heldout_figures(train_emb: np.ndarray, emb: np.ndarray, labels: dict[str, np
 def openset_figures(known_sims: np.ndarray, known_nn_labels: np.ndarray, known_labels: np.ndarray,
                     unknown_sims: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
                     val: tuple[np.ndarray, np.ndarray] | None, target_precision: float,
-                    index: str = "exact") -> dict[str, Any]:
+                    index: str | Index = "exact") -> dict[str, Any]:
     """Known against unknown records by their top similarity to the gallery: the AUROC, and the threshold chosen on
     ``val`` (normalised embeddings, labels at the rank) with the open-set accuracy it gives (module docstring)."""
     scored = known_labels != NULL

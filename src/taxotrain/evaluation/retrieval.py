@@ -25,6 +25,7 @@ import numpy as np
 
 from taxotrain.inference.search import (
     QUERY_CHUNK,
+    Index,
     IndexSpec,
     build_index,
     knn_vote,
@@ -147,14 +148,15 @@ def retrieval_metrics(neighbours: np.ndarray, similarities: np.ndarray, query_la
 
 def retrieval_report(query_emb: np.ndarray, query_labels: dict[str, np.ndarray], gallery_emb: np.ndarray,
                      gallery_labels: dict[str, np.ndarray], k_knn: int = KNN_K, *, max_r: int = MAX_R,
-                     temperature: float | None = KNN_TEMPERATURE, index: str | IndexSpec = "exact",
+                     temperature: float | None = KNN_TEMPERATURE, index: str | IndexSpec | Index = "exact",
                      exclude_self: bool = False, chunk: int = QUERY_CHUNK) -> dict[str, dict[str, Any]]:
     """Retrieval metrics per rank (see :func:`retrieval_metrics`) of queries against a gallery, from one index and
     one search of ``max(k_knn, 5, min(largest R, max_r))`` neighbours, run ``chunk`` queries at a time so memory
-    stays at ``chunk x k``. ``exclude_self``: the queries are the gallery (leave-one-out)."""
+    stays at ``chunk x k``. ``exclude_self``: the queries are the gallery (leave-one-out). ``index`` may be an
+    :class:`Index` of the normalised gallery already built."""
     relevant = {rank: relevant_counts(query_labels[rank], gallery_labels[rank], exclude_self) for rank in query_labels}
     k = max(k_knn, RECALL_K, min(max((int(r.max(initial=0)) for r in relevant.values()), default=0), max_r))
-    built = build_index(l2_normalize(gallery_emb), index)
+    built = index if isinstance(index, Index) else build_index(l2_normalize(gallery_emb), index)
     queries = l2_normalize(query_emb)
     parts: dict[str, list[dict[str, np.ndarray]]] = {rank: [] for rank in query_labels}
     for start in range(0, len(queries), chunk):

@@ -95,6 +95,11 @@ def build_index(gallery: np.ndarray, index: str | IndexSpec = "exact", *, chunk:
     return Index(spec, n, faiss_index=built)
 
 
+def as_index(gallery: np.ndarray, index: str | IndexSpec | Index) -> Index:
+    """``index`` if it is already built (for ``gallery``), else ``gallery`` indexed as ``index`` says."""
+    return index if isinstance(index, Index) else build_index(gallery, index)
+
+
 def search_index(index: Index, queries: np.ndarray, k: int, *, chunk: int = QUERY_CHUNK, exclude_self: bool = False,
                  query_offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest gallery items of each query: ``(similarities [Q, k], indices [Q, k])``, best first.
@@ -121,16 +126,18 @@ def search_index(index: Index, queries: np.ndarray, k: int, *, chunk: int = QUER
 
 
 def search(queries: np.ndarray, gallery: np.ndarray, k: int, *, chunk: int = QUERY_CHUNK,
-           index: str | IndexSpec = "exact", exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+           index: str | IndexSpec | Index = "exact", exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest gallery items of each query by inner product: ``(similarities [Q, k], indices [Q, k])``.
 
     ``index`` is ``"exact"`` (faiss ``IndexFlatIP``), ``"ivf"`` or ``"hnsw"`` (approximate, for galleries past
-    about 1M), or an :class:`IndexSpec`. ``exclude_self`` is for leave-one-out: ``queries`` is ``gallery`` and each
-    query's own row is dropped. Falls back to :func:`search_torch` (exact) when faiss is not installed.
+    about 1M), an :class:`IndexSpec`, or an :class:`Index` of ``gallery`` already built (:func:`build_index`: an
+    approximate index is trained once for several searches). ``exclude_self`` is for leave-one-out: ``queries``
+    is ``gallery`` and each query's own row is dropped. Falls back to :func:`search_torch` (exact) when faiss is
+    not installed.
 
     >>> sims, idx = search(l2_normalize(q), l2_normalize(g), k=5)
     """
-    return search_index(build_index(gallery, index), queries, k, chunk=chunk, exclude_self=exclude_self)
+    return search_index(as_index(gallery, index), queries, k, chunk=chunk, exclude_self=exclude_self)
 
 
 def search_torch(queries: np.ndarray, gallery: np.ndarray, k: int, *, chunk: int = QUERY_CHUNK,
