@@ -93,7 +93,7 @@ def test_unpaired_compare_of_two_splits_of_one_dataset(trained_run: Path, plankt
                  "--out", str(store), "--workers", "1", "--no-leak-check"]) == 0
     run = tmp_path / "reseeded"
     assert main(["fit", f"data.store={store}", f"run.dir={run}", "trainer.max_epochs=1", *FAST]) == 0
-    assert main(["evaluate", str(run), "--no-retrieval", "--tta", "none"]) == 0
+    assert main(["evaluate", str(run), "--no-retrieval"]) == 0  # the views trained_run is scored with
     out = tmp_path / "u"
     assert main(["evaluate", "--compare", f"base={trained_run}", f"other={run}", "--unpaired", "--out",
                  str(out)]) == 0
@@ -113,3 +113,19 @@ def test_settings_parse_names_and_seed_groups(tmp_path: Path) -> None:
     assert parse_setting(str(odd)).runs == [odd]  # an existing folder is one run, whatever its name holds
     with pytest.raises(RunError, match="NAME=RUN,RUN"):
         parse_setting("hier=")
+
+
+def test_compare_refuses_runs_scored_with_different_views(trained_run: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    copies = {}
+    for tta in ("flip", "none"):  # the same run scored twice, each copy with its own test-time views
+        copies[tta] = tmp_path / tta
+        shutil.copytree(trained_run, copies[tta], ignore=shutil.ignore_patterns("mlruns", "tensorboard", "*.png"))
+        assert main(["evaluate", str(copies[tta]), "--tta", tta, "--no-baseline"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--compare", str(copies["flip"]), str(copies["none"]), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "different test-time views" in err and "--tta flip (retrieval: flip)" in err and "--tta none" in err
+    assert not (tmp_path / "c").exists()  # refused before anything was written

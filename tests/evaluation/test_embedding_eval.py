@@ -150,27 +150,46 @@ def test_a_heldout_floor_too_large_for_memory_is_skipped_with_the_reason(evaluat
     assert "raw pixels (floor)</td><td colspan=\"5\">not computed: the" in html
 
 
-def test_test_time_views_embed_gallery_and_queries_alike(embedded: dict) -> None:
+def test_test_time_views_embed_gallery_and_queries_alike(embedded: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     from taxotrain.data.images import tta_views
-    from taxotrain.evaluation.embedding_eval import evaluate_embeddings
+    from taxotrain.evaluation import embedding_eval
 
     run, store, ranks = embedded["run"], embedded["store"], embedded["ranks"]
-    figures, hits = evaluate_embeddings(run, store, "test", knn_k=7, tta="flip")
+    asked: dict[str, str] = {}
+
+    def recording(run_: object, store_: object, split: str, *args: object) -> tuple:
+        asked[split] = args[2]  # (batch_size, workers, tta)
+        return embed_split(run_, store_, split, *args)
+
+    monkeypatch.setattr(embedding_eval, "embed_split", recording)
+    figures, hits = embedding_eval.evaluate_embeddings(run, store, "test", knn_k=7, tta="flip")
+    assert asked == dict.fromkeys(("train", "test", "heldout", "val"), "flip")  # every embedding, the same views
     (g, g_lab, _), (q, q_lab, _) = (embed_split(run, store, s, tta="flip") for s in ("train", "test"))
     assert not np.allclose(g, embedded["train"][0])  # the views changed the embeddings
-    with torch.no_grad():  # a record's embedding is the unit-length mean of its views' unit-length embeddings
+    with torch.no_grad():  # a record's embedding is the mean of its views' embeddings
         x = next(iter(torch.utils.data.DataLoader(run.task.inference_dataset(store, "test"), batch_size=4)))["input"]
         module = run.task.inference_module(run.model.eval())
-        views = [l2_normalize(run.task.embed_step(module, {"input": v})) for v in tta_views(x, "flip")]
-    assert len(views) == 2 and q[:4] == pytest.approx(l2_normalize(np.mean(views, axis=0)), abs=1e-5)
+        views = [run.task.embed_step(module, {"input": v}) for v in tta_views(x, "flip")]
+    assert len(views) == 2 and q[:4] == pytest.approx(np.mean(views, axis=0), abs=1e-5)
     expected = retrieval_report(l2_normalize(q), _labels(q_lab, ranks), l2_normalize(g), _labels(g_lab, ranks),
                                 k_knn=7)
     assert figures["retrieval_setup"]["tta"] == "flip"
     for rank in ranks:
         assert figures["retrieval"][rank] == pytest.approx(expected[rank])
         assert float(np.nanmean(hits[rank])) == pytest.approx(expected[rank]["precision_at_1"])
+
+
+def test_evaluate_passes_its_views_to_retrieval_and_the_report_says_so(embedding_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"  # a copy: the module's other tests read the files of the run evaluated with --tta none
+    shutil.copytree(embedding_run, run, ignore=shutil.ignore_patterns("mlruns", "tensorboard", "*.png"))
+    assert main(["evaluate", str(run), "--tta", "flip", "--no-baseline"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["evaluation"]["tta"] == metrics["retrieval_setup"]["tta"] == "flip"
+    assert "the mean of its flip test-time views, gallery and queries alike" in (run / "report.html").read_text()
 
 
 def test_the_train_split_is_indexed_once_for_every_search_against_it(embedded: dict,

@@ -138,6 +138,7 @@ def compare_runs(settings: Sequence[str | Path], out: str | Path, unpaired: bool
     metrics = {str(run): _metrics(run) for setting in parsed for run in setting.runs}
     digests = {m["evaluation"].get("split_digest") for m in metrics.values()}
     prints = {m["evaluation"].get("store_fingerprint") for m in metrics.values()} - {None}
+    _check_views(metrics)
     if unpaired:
         _check_unpaired(parsed, metrics)
     elif len(digests) > 1 or len(prints) > 1:
@@ -174,6 +175,27 @@ def compare_runs(settings: Sequence[str | Path], out: str | Path, unpaired: bool
     png = _plot(rows, names, out / "compare.png")
     write_text_atomic(out / "compare.html", _html(rows, names, next(iter(metrics.values())), png))
     return Comparison(rows, csv_path, png, out / "compare.html", names)
+
+
+def views(metrics: dict[str, Any]) -> str:
+    """How a run's evaluation saw each record: its test-time views, and those of its retrieval embeddings (one view
+    where ``retrieval_setup`` predates ``tta``)."""
+    seen = f"--tta {metrics['evaluation'].get('tta', 'none')}"
+    if metrics.get("retrieval"):
+        seen += f" (retrieval: {(metrics.get('retrieval_setup') or {}).get('tta', 'none')})"
+    return seen
+
+
+def _check_views(metrics: dict[str, dict[str, Any]]) -> None:
+    """Runs scored with different test-time views are not compared: TTA alone moves top-1 by about a point. The
+    retrieval embeddings' views count among the runs evaluated with retrieval (only they get its rows)."""
+    seen = {run: views(m) for run, m in metrics.items()}
+    tta = {m["evaluation"].get("tta", "none") for m in metrics.values()}
+    retrieval = {(m.get("retrieval_setup") or {}).get("tta", "none") for m in metrics.values() if m.get("retrieval")}
+    if len(tta) > 1 or len(retrieval) > 1:
+        raise RunError("the runs were evaluated with different test-time views (" + "; ".join(
+            f"{run}: {v}" for run, v in seen.items()) + "); evaluate them again with the same --tta, e.g. "
+            "`taxotrain evaluate RUN --tta auto` for each")
 
 
 def _check_unpaired(parsed: list[Setting], metrics: dict[str, dict[str, Any]]) -> None:

@@ -2,13 +2,14 @@
 or embedding): retrieval of the evaluated split against the train split, per rank and per top-level group, and, when
 the store has held-out classes (``prepare --holdout-classes``), few-shot and open-set figures on them.
 
-Embeddings are the run's model on the evaluation transforms (no test-time views), L2-normalised, so similarities
-are cosines. ``metrics.json`` gets:
+Embeddings are the run's model on the evaluation transforms (averaged over the test-time views ``tta`` names, the
+same for every split), L2-normalised, so similarities are cosines. ``metrics.json`` gets:
 
 - ``retrieval[rank]``: ``precision_at_1``, ``recall_at_5``, ``map_at_r`` (Musgrave et al. 2020), ``knn_top1`` (the
   weighted vote of the ``k`` nearest, weights ``exp(cos / 0.07)``), ``queries`` (scored queries), ``capped``;
 - ``retrieval_by_group[group][rank]``: precision@1 of the queries of each top-level group, with their count;
-- ``retrieval_setup``: the splits, gallery size, ``k`` and the embedding width;
+- ``retrieval_setup``: the splits, gallery size, ``k``, the embedding width, the search ``index`` and the views
+  (``tta``);
 - ``heldout[rank]`` (held-out classes only): ``loo_precision_at_1`` (each held-out record against the other
   held-out records), ``fewshot_1`` / ``fewshot_5`` (SimpleShot: features centred on the TRAIN embeddings' mean and
   L2-normalised, nearest class mean of 1 or 5 random references per class, mean of 5 seeded draws, with ``_std``);

@@ -236,9 +236,14 @@ def summary_line(result: EvalResult) -> str:
     parts += [f"{b.get('name', k)} skipped: {b['skipped']}" for k, b in baselines.items() if b.get("skipped")]
     ev = result.metrics.get("evaluation") or {}
     if ev.get("records_per_s"):
-        parts.append(f"{ev['records']} records in {ev['seconds']:.3g} s ({ev['records_per_s']:.0f}/s, "
+        parts.append(f"{ev['records']} records in {_seconds(ev['seconds'])} s ({ev['records_per_s']:.0f}/s, "
                      f"{ev['workers']} worker(s), {ev['views']} view(s) each)")
     return "; ".join(parts) + f"; report {result.report}"
+
+
+def _seconds(value: float) -> str:
+    """``0.0541`` -> ``0.0541``, ``1234.5`` -> ``1234.5``: short for quick passes, no exponent for long ones."""
+    return f"{value:.1f}" if value >= 1 else f"{value:.3g}"
 
 
 def _probe(task: Any) -> Any:

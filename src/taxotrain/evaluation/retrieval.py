@@ -27,6 +27,7 @@ from taxotrain.inference.search import (
     QUERY_CHUNK,
     Index,
     IndexSpec,
+    as_index,
     build_index,
     knn_vote,
     l2_normalize,
@@ -156,7 +157,7 @@ def retrieval_report(query_emb: np.ndarray, query_labels: dict[str, np.ndarray],
     :class:`Index` of the normalised gallery already built."""
     relevant = {rank: relevant_counts(query_labels[rank], gallery_labels[rank], exclude_self) for rank in query_labels}
     k = max(k_knn, RECALL_K, min(max((int(r.max(initial=0)) for r in relevant.values()), default=0), max_r))
-    built = index if isinstance(index, Index) else build_index(l2_normalize(gallery_emb), index)
+    built = as_index(gallery_emb, index) if isinstance(index, Index) else build_index(l2_normalize(gallery_emb), index)
     queries = l2_normalize(query_emb)
     parts: dict[str, list[dict[str, np.ndarray]]] = {rank: [] for rank in query_labels}
     for start in range(0, len(queries), chunk):

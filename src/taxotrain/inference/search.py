@@ -96,8 +96,14 @@ def build_index(gallery: np.ndarray, index: str | IndexSpec = "exact", *, chunk:
 
 
 def as_index(gallery: np.ndarray, index: str | IndexSpec | Index) -> Index:
-    """``index`` if it is already built (for ``gallery``), else ``gallery`` indexed as ``index`` says."""
-    return index if isinstance(index, Index) else build_index(gallery, index)
+    """``index`` if it is already built (for ``gallery``: it must hold as many items), else ``gallery`` indexed as
+    ``index`` says."""
+    if not isinstance(index, Index):
+        return build_index(gallery, index)
+    if index.size != len(gallery):
+        raise ValueError(f"the index holds {index.size} items but the gallery {len(gallery)}: build it from this "
+                         "gallery")
+    return index
 
 
 def search_index(index: Index, queries: np.ndarray, k: int, *, chunk: int = QUERY_CHUNK, exclude_self: bool = False,

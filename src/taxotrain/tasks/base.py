@@ -364,15 +364,15 @@ class Task(MetadataHooks):
     def embed_step(self, module: nn.Module, batch: dict[str, torch.Tensor], tta: str = "none") -> np.ndarray:
         """The embedding ``[B, D]`` of a batch of raw inputs (float32, as the model gives it: unit length for
         ``task: embedding``, the pooled features of a classifier); ``module`` is the :meth:`inference_module`.
-        With test-time views (``tta``, already resolved), the unit-length mean of each view's unit-length
-        embedding: views are compared by direction, as retrieval compares embeddings."""
+        With test-time views (``tta``, already resolved), the mean of the views' embeddings as the model gives
+        them (a classifier's features keep their scale; search normalises the mean as it normalises one view)."""
         import numpy as np
 
         extra = _extra(batch)
         views = self.views(batch["input"], tta)
         if len(views) == 1:
             return self.objective.embed(module, views[0], extra)
-        return _unit(np.mean([_unit(self.objective.embed(module, v, extra)) for v in views], axis=0))
+        return np.mean([self.objective.embed(module, v, extra) for v in views], axis=0).astype(np.float32)
 
     def records(self, outputs: dict[str, np.ndarray], batch: InputBatch, thresholds: list[float] | None,
                 topk: int = 5) -> list[PredictionRecord]:
@@ -390,14 +390,6 @@ class Task(MetadataHooks):
     def describe_input(self) -> str:
         """What the model takes, for logs and reports (``48 px, 1 channel(s)``)."""
         return self.spec.describe()
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32; all-zero rows stay zero)."""
-    import numpy as np
-
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _extra(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
