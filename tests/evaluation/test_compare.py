@@ -38,6 +38,10 @@ def test_compare_flat_and_hierarchical(trained_run: Path, plankton_store: Path, 
         assert float(row[diff]) == pytest.approx(b - a, abs=1e-6)
         assert float(row[f"{diff} low"]) <= float(row[diff]) <= float(row[f"{diff} high"])
     assert rows["hierarchical_f1"][diff] == ""  # no interval for a metric the resampling does not cover
+    f1 = rows["class macro_f1"]  # macro-F1 is resampled too: its interval holds the metrics.json difference
+    assert float(f1[diff]) == pytest.approx(m["ranks"]["class"]["macro_f1"] - base["ranks"]["class"]["macro_f1"],
+                                            abs=1e-6)
+    assert float(f1[f"{diff} low"]) <= float(f1[f"{diff} high"])
     assert set(m["hierarchy"]) >= {"chain_accuracy", "partial_chain_accuracy", "mistake_severity",
                                    "hierarchical_precision", "hierarchical_recall", "hierarchical_f1"}
     assert (out / "compare.png").stat().st_size > 5000

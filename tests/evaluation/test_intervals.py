@@ -98,3 +98,28 @@ def test_a_statistic_one_run_lacks_gets_no_interval_and_precision_at_1_is_resamp
     better = {**with_p1, "class precision_at_1": np.where(np.isnan(with_p1["class precision_at_1"]), np.nan, 1.0)}
     obs, lo, hi = paired_differences(with_p1, better, resamples=200)["class precision_at_1"]
     assert obs == pytest.approx(1 - np.nanmean(with_p1["class precision_at_1"])) and 0 < lo <= obs <= hi
+
+
+def test_macro_f1_is_resampled_as_metrics_json_computes_it() -> None:
+    from taxotrain.evaluation.intervals import statistics
+    from taxotrain.evaluation.metrics import rank_scores
+
+    rng = np.random.default_rng(3)
+    labels = rng.choice(8, size=600, p=[0.4, 0.2, 0.15, 0.1, 0.08, 0.04, 0.02, 0.01])  # a long tail
+    labels[:20] = -1  # unknown at the rank: neither scored nor counted
+    probs = rng.random((600, 9))  # class 8 never a label, sometimes predicted: it counts, with F1 0
+    probs[np.arange(600), np.where(labels >= 0, labels, 0)] += rng.random(600) * 1.5  # mostly right
+
+    def run(p: np.ndarray) -> dict[str, np.ndarray]:
+        hits = np.where(labels >= 0, (p.argmax(1) == labels).astype(float), np.nan)
+        return {"indices": np.arange(600), "class top1": hits, "chain_accuracy": hits,
+                "heights": np.where(hits == 1, 0.0, 2.0), "class predicted": p.argmax(1), "class label": labels}
+
+    base, other = run(probs), run(probs + np.eye(9)[np.minimum(labels, 8)] * (labels >= 5)[:, None])  # rare fixed
+    stat = statistics(base)["class macro_f1"]
+    assert stat(np.arange(600)[None, :])[0] == pytest.approx(rank_scores(probs, labels)["macro_f1"])
+    twice = np.concatenate([np.arange(600), np.arange(600)])[None, :]  # every record drawn twice: the same F1
+    assert stat(twice)[0] == pytest.approx(stat(np.arange(600)[None, :])[0], abs=1e-6)
+    obs, lo, hi = paired_differences(base, other, resamples=300)["class macro_f1"]
+    want = rank_scores(probs + np.eye(9)[np.minimum(labels, 8)] * (labels >= 5)[:, None], labels)["macro_f1"]
+    assert obs == pytest.approx(want - rank_scores(probs, labels)["macro_f1"]) and 0 < lo <= obs <= hi

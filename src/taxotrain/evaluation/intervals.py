@@ -21,15 +21,17 @@ Arrays = dict[str, np.ndarray] | Sequence[dict[str, np.ndarray]]  # one run, or 
 def record_arrays(path: Path, ranks: list[str]) -> dict[str, np.ndarray]:
     """Per-record outcomes from ``predictions_<split>.npz``: ``<rank> top1`` (1/0, NaN when unknown), ``chain``
     (every known rank of the decoded path right, NaN without a finest label), ``heights`` (LCA height of the
-    decoded finest prediction, 0 when right) and, for runs evaluated with retrieval, ``<rank> precision_at_1``
-    (the nearest train record shares the label; NaN when unscored)."""
+    decoded finest prediction, 0 when right), ``<rank> predicted`` and ``<rank> label`` (each rank's top class and
+    label, for macro-F1) and, for runs evaluated with retrieval, ``<rank> precision_at_1`` (the nearest train record
+    shares the label; NaN when unscored)."""
     with np.load(path) as z:
         labels, decoded, heights = z["labels"], z["decoded"], z["heights"]
         out = {"indices": z["indices"]}
         for r, rank in enumerate(ranks):
             known = labels[:, r] != NULL
-            hit = (z[f"probs_{rank}"].argmax(1) == labels[:, r]).astype(np.float64)
-            out[f"{rank} top1"] = np.where(known, hit, np.nan)
+            predicted = z[f"probs_{rank}"].argmax(1)
+            out[f"{rank} top1"] = np.where(known, (predicted == labels[:, r]).astype(np.float64), np.nan)
+            out[f"{rank} predicted"], out[f"{rank} label"] = predicted, labels[:, r]
             if f"retrieval_{rank}" in z.files:
                 out[f"{rank} precision_at_1"] = z[f"retrieval_{rank}"].astype(np.float64)
     known = labels != NULL
@@ -48,6 +50,31 @@ def _nanmean(values: np.ndarray) -> Statistic:
     return stat
 
 
+def _macro_f1(predicted: np.ndarray, labels: np.ndarray) -> Statistic:
+    """Macro-F1 as ``metrics.json`` has it (the mean F1 of the classes with a label or a prediction among the
+    records known at the rank), of each resample: per-class counts weighted by how often each record was drawn."""
+    known = labels != NULL
+    classes = int(max(predicted.max(initial=0), labels.max(initial=0))) + 1
+    rows = np.flatnonzero(known)
+    truth = np.zeros((len(labels), classes), np.float32)
+    truth[rows, labels[rows]] = 1.0
+    guess = np.zeros((len(labels), classes), np.float32)
+    guess[rows, predicted[rows]] = 1.0
+
+    def stat(idx: np.ndarray) -> np.ndarray:
+        weights = np.zeros((len(idx), len(labels)), np.float32)
+        np.add.at(weights, (np.arange(len(idx))[:, None], idx), 1.0)
+        support, said, tp = weights @ truth, weights @ guess, weights @ (truth * guess)
+        precision = np.divide(tp, said, out=np.zeros_like(tp), where=said > 0)
+        recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+        denom = precision + recall
+        f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+        present = (support > 0) | (said > 0)
+        return (f1 * present).sum(1) / np.maximum(present.sum(1), 1)
+
+    return stat
+
+
 def _severity(heights: np.ndarray) -> Statistic:
     def stat(idx: np.ndarray) -> np.ndarray:
         v = heights[idx]
@@ -61,6 +88,10 @@ def statistics(arrays: dict[str, np.ndarray]) -> dict[str, Statistic]:
     """The resampled statistics, keyed by the metric names of the comparison table."""
     stats = {k: _nanmean(v) for k, v in arrays.items()
              if k.endswith((" top1", " precision_at_1")) or k == "chain_accuracy"}
+    for key in arrays:
+        if key.endswith(" predicted"):
+            rank = key[: -len(" predicted")]
+            stats[f"{rank} macro_f1"] = _macro_f1(arrays[key], arrays[f"{rank} label"])
     stats["mistake_severity"] = _severity(arrays["heights"])
     stats["hierarchical_distance_at_1"] = _nanmean(arrays["heights"])
     return stats
