@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taxotrain.evaluation.metrics import count_scores, macro_f1
 from taxotrain.taxonomy import NULL
 
 Statistic = Callable[[np.ndarray], np.ndarray]  # [B, N] resampled record indices -> [B] values
@@ -65,12 +66,7 @@ def _macro_f1(predicted: np.ndarray, labels: np.ndarray) -> Statistic:
         weights = np.zeros((len(idx), len(labels)), np.float32)
         np.add.at(weights, (np.arange(len(idx))[:, None], idx), 1.0)
         support, said, tp = weights @ truth, weights @ guess, weights @ (truth * guess)
-        precision = np.divide(tp, said, out=np.zeros_like(tp), where=said > 0)
-        recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-        denom = precision + recall
-        f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-        present = (support > 0) | (said > 0)
-        return (f1 * present).sum(1) / np.maximum(present.sum(1), 1)
+        return macro_f1(count_scores(tp, support, said)["f1"], support, said)
 
     return stat
 

@@ -35,16 +35,28 @@ def confusion(probs: np.ndarray, target: np.ndarray) -> np.ndarray:
     return cm.numpy().astype(np.int64)
 
 
+def count_scores(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall and F1 (0 where undefined) from per-class counts of any shape ``[..., C]``: true
+    positives, records of the class and records predicted as it."""
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def macro_f1(f1: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Mean F1 over the last axis of the classes that occur as a label or a prediction (``metrics.json``'s)."""
+    present = (support > 0) | (predicted > 0)
+    return (f1 * present).sum(-1) / np.maximum(present.sum(-1), 1)
+
+
 def class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
     """Per-class precision, recall, F1 and support from a confusion matrix (0 where undefined)."""
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(1).astype(np.float64)
     predicted = cm.sum(0).astype(np.float64)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64),
+    return {**count_scores(tp, support, predicted), "support": support.astype(np.int64),
             "predicted": predicted.astype(np.int64)}
 
 
@@ -59,8 +71,8 @@ def rank_scores(probs: np.ndarray, target: np.ndarray) -> dict[str, Any]:
     top1 = multiclass_accuracy(p, t, num_classes, top_k=1, average="micro")
     top5 = multiclass_accuracy(p, t, num_classes, top_k=min(5, num_classes), average="micro")
     scores = class_scores(confusion(probs, target))
-    present = (scores["support"] > 0) | (scores["predicted"] > 0)
-    return {"top1": float(top1), "top5": float(top5), "macro_f1": float(scores["f1"][present].mean()),
+    return {"top1": float(top1), "top5": float(top5),
+            "macro_f1": float(macro_f1(scores["f1"], scores["support"], scores["predicted"])),
             "balanced_accuracy": float(scores["recall"][scores["support"] > 0].mean()),
             "ece": float(multiclass_calibration_error(p.float(), t, num_classes, n_bins=ECE_BINS, norm="l1")), "n": n}
 
